@@ -1,0 +1,29 @@
+"""Data: loaders by name -> fixed splits of uint8 tensors -> device-side augmented batches."""
+
+from distill.data import small  # noqa: F401  (registers digits, mnist, notmnist)
+from distill.data.base import (
+    LOADERS,
+    DatasetMeta,
+    RawData,
+    Splits,
+    conform,
+    load_dataset,
+    load_ood,
+    register_dataset,
+)
+from distill.data.batches import Batch, DeviceLoader, eval_batches, make_augment
+
+__all__ = [
+    "LOADERS",
+    "Batch",
+    "DatasetMeta",
+    "DeviceLoader",
+    "RawData",
+    "Splits",
+    "conform",
+    "eval_batches",
+    "load_dataset",
+    "load_ood",
+    "make_augment",
+    "register_dataset",
+]

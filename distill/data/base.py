@@ -1,0 +1,212 @@
+"""Datasets as decoded uint8 tensors with fixed, seeded splits, and a registry of loaders by name.
+
+A loader turns a user's files into :class:`RawData` (images ``(N, C, H, W)`` uint8, labels int64, and the
+official test split when the dataset has one). :func:`load_dataset` does the rest the same way for every
+dataset: held-out classes, the seeded val / test split, per-channel mean and std from the training split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from distill import UserError
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    name: str
+    num_classes: int
+    channels: int
+    size: tuple[int, int]  # (H, W)
+    mean: tuple[float, ...]  # per channel, in [0, 1] pixel units, from the training split
+    std: tuple[float, ...]
+    class_names: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "channels": self.channels,
+            "size": list(self.size),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "class_names": list(self.class_names),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> DatasetMeta:
+        return cls(
+            name=d["name"],
+            num_classes=int(d["num_classes"]),
+            channels=int(d["channels"]),
+            size=tuple(d["size"]),
+            mean=tuple(d["mean"]),
+            std=tuple(d["std"]),
+            class_names=tuple(d.get("class_names", ())),
+        )
+
+
+@dataclass
+class RawData:
+    """What a loader returns: images ``(N, C, H, W)`` uint8 and labels ``(N,)`` int64."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    test_x: torch.Tensor | None = None  # the dataset's official test split, when it has one
+    test_y: torch.Tensor | None = None
+    class_names: tuple[str, ...] = ()
+
+
+@dataclass
+class Splits:
+    meta: DatasetMeta
+    train_x: torch.Tensor  # (N, C, H, W) uint8
+    train_y: torch.Tensor  # (N,) int64
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    heldout_x: torch.Tensor | None = None  # test images of held-out classes (an OOD set), if any
+
+
+Loader = Callable[[Path | None], RawData]
+LOADERS: dict[str, Loader] = {}
+# How to get each dataset, said in the error when its files are missing.
+HINTS: dict[str, str] = {}
+
+
+def register_dataset(name: str, hint: str = "") -> Callable[[Loader], Loader]:
+    def deco(fn: Loader) -> Loader:
+        LOADERS[name] = fn
+        HINTS[name] = hint
+        return fn
+
+    return deco
+
+
+def missing(name: str, root: Path | None, what: str) -> UserError:
+    """The error for data that is not where the user said: names the path and how to provide it."""
+    hint = HINTS.get(name, "")
+    where = f"at {root}" if root is not None else "(no data.root given)"
+    return UserError(f"dataset '{name}': {what} not found {where}. {hint}".strip())
+
+
+def check_images(x: torch.Tensor, y: torch.Tensor, source: str) -> None:
+    if x.dtype != torch.uint8 or x.dim() != 4:
+        raise UserError(f"{source}: expected uint8 images (N, C, H, W), got {tuple(x.shape)} {x.dtype}")
+    if y.shape != (x.shape[0],):
+        raise UserError(f"{source}: {x.shape[0]} images but labels of shape {tuple(y.shape)}")
+
+
+def raw_data(name: str, root: str | Path | None) -> RawData:
+    if name not in LOADERS:
+        raise UserError(f"data.name: unknown dataset '{name}'; expected one of: {', '.join(sorted(LOADERS))}")
+    raw = LOADERS[name](Path(root).expanduser() if root else None)
+    check_images(raw.x, raw.y, f"dataset '{name}'")
+    return raw
+
+
+def _split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded permutation cut in two: (kept indices, held-out indices), each sorted."""
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n, generator=g)
+    k = int(round(n * fraction))
+    return perm[k:].sort().values, perm[:k].sort().values
+
+
+def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units."""
+    xf = x.float().div_(255).transpose(0, 1).reshape(x.shape[1], -1)
+    std = xf.std(dim=1).clamp_min(1e-3)
+    return tuple(xf.mean(dim=1).tolist()), tuple(std.tolist())
+
+
+def load_dataset(
+    name: str,
+    root: str | Path | None = None,
+    *,
+    split_seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    limit_train: int | None = None,
+    holdout_classes: list[int] | tuple[int, ...] = (),
+) -> Splits:
+    """Load a dataset by name and cut it into fixed train / val / test splits.
+
+    Datasets without an official test split lose ``test_fraction`` of their images to a test split; then
+    ``val_fraction`` of the remaining training images become the validation split. Both cuts are seeded by
+    ``split_seed`` only, so every run and every model of one recipe sees the same split.
+    ``holdout_classes`` are removed everywhere and their test images kept as ``heldout_x`` (an OOD set);
+    the remaining labels are renumbered 0..K-1.
+    """
+    raw = raw_data(name, root)
+    x, y = raw.x, raw.y
+    if raw.test_x is None:
+        keep, test = _split(len(y), test_fraction, split_seed)
+        test_x, test_y, x, y = x[test], y[test], x[keep], y[keep]
+    else:
+        test_x, test_y = raw.test_x, raw.test_y
+    keep, val = _split(len(y), val_fraction, split_seed + 1)
+    val_x, val_y, x, y = x[val], y[val], x[keep], y[keep]
+    if limit_train is not None:
+        x, y = x[:limit_train], y[:limit_train]
+    num_classes = int(max(y.max(), test_y.max())) + 1
+    names = raw.class_names or tuple(str(c) for c in range(num_classes))
+    heldout_x = None
+    if holdout_classes:
+        bad = [c for c in holdout_classes if not 0 <= c < num_classes]
+        if bad:
+            raise UserError(f"data.holdout_classes: {bad} not in 0..{num_classes - 1}")
+        held = torch.tensor(sorted(set(holdout_classes)))
+        kept = torch.tensor([c for c in range(num_classes) if c not in set(holdout_classes)])
+        remap = torch.full((num_classes,), -1, dtype=torch.long)
+        remap[kept] = torch.arange(len(kept))
+        heldout_x = test_x[torch.isin(test_y, held)]
+
+        def only_kept(xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            m = torch.isin(ys, kept)
+            return xs[m], remap[ys[m]]
+
+        x, y = only_kept(x, y)
+        val_x, val_y = only_kept(val_x, val_y)
+        test_x, test_y = only_kept(test_x, test_y)
+        names = tuple(names[int(c)] for c in kept)
+        num_classes = len(kept)
+    mean, std = channel_stats(x)
+    meta = DatasetMeta(
+        name=name,
+        num_classes=num_classes,
+        channels=x.shape[1],
+        size=(x.shape[2], x.shape[3]),
+        mean=mean,
+        std=std,
+        class_names=names,
+    )
+    return Splits(meta, x, y, val_x, val_y, test_x, test_y, heldout_x)
+
+
+def conform(x: torch.Tensor, like: DatasetMeta) -> torch.Tensor:
+    """Convert uint8 images to ``like``'s channels and size (grey <-> RGB, antialiased resize)."""
+    if x.shape[1] != like.channels:
+        if like.channels == 3 and x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        elif like.channels == 1 and x.shape[1] == 3:
+            w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            x = (x.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+        else:
+            raise UserError(f"cannot convert {x.shape[1]}-channel images to {like.channels} channels")
+    if tuple(x.shape[2:]) != tuple(like.size):
+        xf = torch.nn.functional.interpolate(x.float(), size=tuple(like.size), mode="bilinear", antialias=True)
+        x = xf.round().clamp(0, 255).to(torch.uint8)
+    return x.contiguous()
+
+
+def load_ood(name: str, root: str | Path | None, like: DatasetMeta) -> torch.Tensor:
+    """Images of an OOD dataset in ``like``'s format: its official test split, or all of it."""
+    raw = raw_data(name, root)
+    x = raw.test_x if raw.test_x is not None else raw.x
+    return conform(x, like)

@@ -1,0 +1,83 @@
+"""Small grey datasets: scikit-learn's digits (embedded) and IDX files (MNIST, notMNIST, Fashion-MNIST)."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distill import UserError
+from distill.data.base import RawData, missing, register_dataset
+
+
+@register_dataset("digits", hint="It ships inside scikit-learn and needs no files.")
+def digits(root: Path | None) -> RawData:
+    """scikit-learn's ``load_digits``: 1,797 8x8 grey digits with values 0..16, scaled to 0..255."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy(np.round(d.images * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1)
+    return RawData(x=x, y=torch.from_numpy(d.target.astype(np.int64)))
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read one IDX file (optionally gzipped): the MNIST format."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise UserError(f"{path}: not an IDX file (bad magic number)")
+    dtype = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}.get(data[2])
+    if dtype is None:
+        raise UserError(f"{path}: unknown IDX data type {data[2]:#x}")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    arr = np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim)
+    if arr.size != int(np.prod(shape)):
+        raise UserError(f"{path}: header says shape {shape} but holds {arr.size} values")
+    return arr.reshape(shape)
+
+
+def _find(root: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz"):
+        for p in (root / name, root / "raw" / name):
+            if p.is_file():
+                return p
+    return None
+
+
+def idx_pair(root: Path, prefix: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Images and labels from ``{prefix}-images-idx3-ubyte[.gz]`` and ``{prefix}-labels-idx1-ubyte[.gz]``."""
+    img, lab = _find(root, f"{prefix}-images-idx3-ubyte"), _find(root, f"{prefix}-labels-idx1-ubyte")
+    if img is None or lab is None:
+        return None
+    x = torch.from_numpy(read_idx(img).astype(np.uint8).copy()).unsqueeze(1)
+    y = torch.from_numpy(read_idx(lab).astype(np.int64))
+    if len(x) != len(y):
+        raise UserError(f"{img}: {len(x)} images but {lab} has {len(y)} labels")
+    return x, y
+
+
+def idx_dataset(name: str, root: Path | None) -> RawData:
+    """An IDX directory: ``train-*`` and ``t10k-*`` files; with only ``t10k-*``, that is all the data
+    (the seeded splits of :func:`~distill.data.base.load_dataset` then cut it into train / val / test)."""
+    if root is None or not root.is_dir():
+        raise missing(name, root, "the IDX directory")
+    test = idx_pair(root, "t10k")
+    train = idx_pair(root, "train")
+    if test is None and train is None:
+        raise missing(name, root, "t10k-images-idx3-ubyte[.gz] / t10k-labels-idx1-ubyte[.gz]")
+    if train is None:
+        return RawData(x=test[0], y=test[1])
+    if test is None:
+        return RawData(x=train[0], y=train[1])
+    return RawData(x=train[0], y=train[1], test_x=test[0], test_y=test[1])
+
+
+_IDX_HINT = "Give data.root: a directory holding the IDX files (e.g. ../shared/data/{})."
+for _name in ("mnist", "notmnist", "fashion_mnist"):
+    register_dataset(_name, hint=_IDX_HINT.format(_name))(
+        lambda root, _n=_name: idx_dataset(_n, root)
+    )

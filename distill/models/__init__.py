@@ -1,0 +1,72 @@
+"""Models: an architecture registry, ensembles, and building a model from its JSON spec.
+
+A model spec is plain JSON stored beside the weights, e.g. ``{"kind": "ensemble", "archs": ["small_cnn",
+"small_cnn"]}``; :func:`build_model` turns a spec plus the dataset's meta back into a module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from distill import UserError
+from distill.data.base import DatasetMeta
+from distill.models import resnet, small  # noqa: F401  (registers architectures)
+from distill.models.ensemble import Ensemble, eval_mode, log_mean_probs, mean_probs
+from distill.models.registry import ARCHS, Normalized, build_arch, register_arch
+
+KindBuilder = Callable[[dict, DatasetMeta], nn.Module]
+MODEL_KINDS: dict[str, KindBuilder] = {}
+
+
+def register_kind(name: str) -> Callable[[KindBuilder], KindBuilder]:
+    def deco(fn: KindBuilder) -> KindBuilder:
+        MODEL_KINDS[name] = fn
+        return fn
+
+    return deco
+
+
+@register_kind("ensemble")
+def _ensemble(spec: dict, meta: DatasetMeta) -> nn.Module:
+    return Ensemble(
+        [build_arch(a, meta.channels, meta.num_classes, meta.size, meta.mean, meta.std) for a in spec["archs"]]
+    )
+
+
+def ensemble_spec(arch: str | list[str], members: int) -> dict:
+    """The spec of an ensemble from a recipe's ``arch`` (one name, or one per member) and ``members``."""
+    if isinstance(arch, list):
+        if len(arch) != members:
+            raise UserError(f"arch: {len(arch)} architectures listed for members={members}; give one or {members}")
+        archs = list(arch)
+    else:
+        archs = [arch] * members
+    for a in archs:
+        if a not in ARCHS:
+            raise UserError(f"arch: unknown architecture '{a}'; expected one of: {', '.join(sorted(ARCHS))}")
+    return {"kind": "ensemble", "archs": archs}
+
+
+def build_model(spec: dict, meta: DatasetMeta) -> nn.Module:
+    kind = spec.get("kind")
+    if kind not in MODEL_KINDS:
+        raise UserError(f"model spec: unknown kind {kind!r}; expected one of: {', '.join(sorted(MODEL_KINDS))}")
+    return MODEL_KINDS[kind](spec, meta)
+
+
+__all__ = [
+    "ARCHS",
+    "MODEL_KINDS",
+    "Ensemble",
+    "Normalized",
+    "build_arch",
+    "build_model",
+    "ensemble_spec",
+    "eval_mode",
+    "log_mean_probs",
+    "mean_probs",
+    "register_arch",
+    "register_kind",
+]

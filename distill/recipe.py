@@ -1,0 +1,262 @@
+"""Recipes: typed, frozen dataclasses built from ``yaml.safe_load`` output, with ``--set a.b=v`` overrides.
+
+A recipe never names code to import: every choice (dataset, architecture, objective, perturbation) is a
+string looked up in a registry. Errors name the dotted key and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from distill import UserError
+
+
+@dataclass(frozen=True)
+class DataCfg:
+    name: str = "digits"
+    root: str | None = None  # directory or archive holding the dataset (not needed for digits)
+    split_seed: int = 0  # seed of the fixed train / val / test split
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2  # used only by datasets that ship without a test split (digits, mnist)
+    augment: bool = True
+    crop_padding: int = 0  # random crop with this zero padding; 0 disables
+    flip: bool = False  # random horizontal flip
+    limit_train: int | None = None  # keep only the first N training images (quick runs)
+    holdout_classes: list[int] = field(default_factory=list)  # removed from training; an OOD set
+    outlier: str | None = None  # outlier-exposure dataset name (SDDE_OOD); same root rules as `name`
+    outlier_root: str | None = None
+    cache_dir: str | None = None  # where decoded uint8 tensors are cached; default: next to the data
+
+
+@dataclass(frozen=True)
+class OptimCfg:
+    name: Literal["sgd", "adam"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+
+
+@dataclass(frozen=True)
+class ScheduleCfg:
+    name: Literal["cosine", "constant", "step", "warmup_linear"] = "cosine"
+    eta_min: float = 1e-6  # cosine floor
+    warmup_epochs: float = 0.0  # linear warm-up from 0 (cosine and warmup_linear)
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step: fractions of training
+    gamma: float = 0.1  # step: decay factor
+    final_lr_fraction: float = 0.0  # warmup_linear: lr at the end as a fraction of the peak
+
+
+@dataclass(frozen=True)
+class TrainCfg:
+    epochs: int = 10
+    batch_size: int = 64  # per member, per process
+    optim: OptimCfg = OptimCfg()
+    schedule: ScheduleCfg = ScheduleCfg()
+    grad_accum: int = 1
+    select: Literal["best_val_nll", "best_val_acc", "last"] = "best_val_nll"
+
+
+@dataclass(frozen=True)
+class TeacherCfg:
+    arch: str | list[str] = "small_cnn"  # one name for all members, or one per member (heterogeneous)
+    members: int = 4
+    objective: dict[str, Any] = field(default_factory=lambda: {"name": "de"})
+    train: TrainCfg = TrainCfg()
+
+
+@dataclass(frozen=True)
+class PerturbCfg:
+    name: str = "none"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StudentCfg:
+    name: str = "student"
+    arch: str = "small_cnn"
+    kind: Literal["single", "batchensemble"] = "single"
+    alpha: float = 0.9
+    temperature: float = 4.0
+    perturb: PerturbCfg = PerturbCfg()
+    train: TrainCfg = TrainCfg()
+
+
+@dataclass(frozen=True)
+class EvalCfg:
+    ood: list[str] = field(default_factory=list)  # OOD set names, e.g. notmnist, heldout
+    ood_roots: dict[str, str] = field(default_factory=dict)
+    corruptions: bool = True
+    corruption_limit: int = 1000  # test images used for the corruption sweep
+    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+
+
+@dataclass(frozen=True)
+class RunCfg:
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    log_every: int = 20  # steps between TensorBoard scalars
+    progress: bool = True
+    cpu: bool = False  # force the CPU even when a GPU is present
+
+
+@dataclass(frozen=True)
+class Recipe:
+    seed: int = 0
+    data: DataCfg = DataCfg()
+    teacher: TeacherCfg | None = None
+    single: TeacherCfg | None = None  # single-model baseline: a one-member DE
+    student: StudentCfg | None = None
+    students: list[StudentCfg] = field(default_factory=list)
+    evaluate: EvalCfg = EvalCfg()
+    run: RunCfg = RunCfg()
+
+
+# ---------------------------------------------------------------------------------------------------
+# building dataclasses from plain data
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except UserError:
+                continue
+        raise UserError(f"recipe key '{key}': expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise UserError(f"recipe key '{key}': expected one of {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise UserError(f"recipe key '{key}': expected {_type_name(tp)}, got {value!r}")
+        (inner,) = typing.get_args(tp)
+        return [_convert(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"recipe key '{key}': expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise UserError(f"recipe key '{key}': expected {_type_name(tp)}, got {value!r}")
+
+
+def build(cls: type, data: Any, key: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, checking every key and type; ``key`` prefixes errors."""
+    where = f"'{key}'" if key else "the recipe"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"recipe key {where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        full = f"{key}.{unknown[0]}" if key else unknown[0]
+        raise UserError(f"recipe key '{full}' is unknown; expected one of: {', '.join(sorted(names))}")
+    kwargs = {}
+    for name, value in data.items():
+        full = f"{key}.{name}" if key else name
+        kwargs[name] = _convert(value, hints[name], full)
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> Any:
+    """The plain-data form of a recipe (what ``build`` reads back)."""
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+def _set_path(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if isinstance(nxt, list):
+            # students.0.alpha: index into a list of sections
+            idx = parts[i + 1]
+            raise UserError(f"--set {dotted}: list sections are not indexable ({part}.{idx}); edit the recipe")
+        if not isinstance(nxt, dict):
+            raise UserError(f"--set {dotted}: '{'.'.join(parts[: i + 1])}' is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``a.b=3`` -> ("a.b", 3); the value is read as YAML, so ``x=[1,2]`` and ``y=null`` work."""
+    if "=" not in text:
+        raise UserError(f"--set {text!r}: expected KEY=VALUE, e.g. teacher.train.epochs=3")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as err:
+        raise UserError(f"--set {key}: value {raw!r} is not valid YAML ({err.__class__.__name__})") from None
+    return key.strip(), value
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
+    """Read a YAML recipe (or start from defaults when ``path`` is None) and apply ``--set`` overrides."""
+    tree: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"--recipe {p}: file not found")
+        try:
+            tree = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise UserError(f"--recipe {p}: not valid YAML: {str(err).splitlines()[0]}") from None
+        if not isinstance(tree, dict):
+            raise UserError(f"--recipe {p}: expected a mapping at the top level")
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_path(tree, key, value)
+    return build(Recipe, tree)
+
+
+def recipe_from_dict(tree: dict) -> Recipe:
+    return build(Recipe, tree)
