@@ -114,7 +114,7 @@ def _split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tens
     """A seeded permutation cut in two: (kept indices, held-out indices), each sorted."""
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n, generator=g)
-    k = int(round(n * fraction))
+    k = round(n * fraction)
     return perm[k:].sort().values, perm[:k].sort().values
 
 

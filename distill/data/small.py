@@ -78,6 +78,4 @@ def idx_dataset(name: str, root: Path | None) -> RawData:
 
 _IDX_HINT = "Give data.root: a directory holding the IDX files (e.g. ../shared/data/{})."
 for _name in ("mnist", "notmnist", "fashion_mnist"):
-    register_dataset(_name, hint=_IDX_HINT.format(_name))(
-        lambda root, _n=_name: idx_dataset(_n, root)
-    )
+    register_dataset(_name, hint=_IDX_HINT.format(_name))(lambda root, _n=_name: idx_dataset(_n, root))

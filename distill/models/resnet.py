@@ -96,8 +96,9 @@ class WideResNet(nn.Module):
         self.stem = nn.Conv2d(channels, w[0], 3, 1, 1, bias=False)
         groups = []
         for i, stride in enumerate((1, 2, 2)):
-            groups += [WideBlock(w[i] if j == 0 else w[i + 1], w[i + 1], stride if j == 0 else 1, dropout)
-                       for j in range(n)]
+            groups += [
+                WideBlock(w[i] if j == 0 else w[i + 1], w[i + 1], stride if j == 0 else 1, dropout) for j in range(n)
+            ]
         self.blocks = nn.Sequential(*groups)
         self.bn = nn.BatchNorm2d(w[3])
         self.fc = nn.Linear(w[3], num_classes)
