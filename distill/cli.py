@@ -1,0 +1,81 @@
+"""Command line: ``python -m distill <command>``. User mistakes print one line and exit with code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from distill import UserError
+
+EXIT_USAGE = 2
+
+
+def _recipe_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--recipe", required=required, help="YAML recipe (see recipes/); parsed with yaml.safe_load")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe field, e.g. --set teacher.train.epochs=3 (repeatable; VALUE is read as YAML)",
+    )
+
+
+def _out_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, type=Path, help="run directory for checkpoints, logs and summary")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distill", description="Ensemble distillation: teachers, perturbations, students and the gap."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("teacher", help="train a teacher ensemble (the recipe's 'teacher' section)")
+    _recipe_args(p)
+    _out_args(p)
+
+    p = sub.add_parser("single", help="train the single-model baseline (the recipe's 'single' section)")
+    _recipe_args(p)
+    _out_args(p)
+    return parser
+
+
+def _print_summary(summary: dict) -> None:
+    test = summary.get("test", {})
+    keys = [k for k in ("acc", "nll", "member_acc_mean", "cam_similarity") if k in test]
+    print(
+        "summary: "
+        + "  ".join(f"{k} {test[k]:.4f}" for k in keys)
+        + f"  epoch time (median) {summary.get('epoch_time_s_median') or 0:.2f}s"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from distill.recipe import load_recipe
+
+        if args.command in ("teacher", "single"):
+            from distill.train import train_ensemble
+
+            recipe = load_recipe(args.recipe, args.overrides)
+            summary = train_ensemble(recipe, args.out, section=args.command, resume=args.resume)
+            if "test" in summary:
+                _print_summary(summary)
+            return 0
+    except UserError as err:
+        print(f"distill: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("distill: interrupted; the last finished epoch is kept (use --resume)", file=sys.stderr)
+        return 130
+    raise AssertionError(json.dumps(vars(args), default=str))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

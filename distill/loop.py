@@ -1,0 +1,273 @@
+"""The one training loop, shared by teachers, single models and students, managed by Accelerate.
+
+``fit`` knows a model, an objective and data; it never knows what the objective computes. It handles
+device placement, mixed precision, gradient accumulation, multi-process (``accelerate launch``) sharding,
+the per-iteration schedule, validation and best-on-validation selection, atomic checkpoints, resume,
+TensorBoard logging and the final summary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+from tqdm.auto import tqdm
+
+from distill import UserError
+from distill.checkpoint import (
+    atomic_write_text,
+    load_tensors,
+    load_weights,
+    optimizer_from_flat,
+    optimizer_to_flat,
+    save_model,
+    save_tensors,
+)
+from distill.data.base import Splits
+from distill.data.batches import DeviceLoader, make_augment
+from distill.metrics import accuracy, nll, pairwise_disagreement
+from distill.models.ensemble import mean_probs
+from distill.objectives.base import Objective
+from distill.predict import predict_logits
+from distill.recipe import DataCfg, RunCfg, ScheduleCfg, TrainCfg
+
+
+def lr_factor(step: int, total: int, steps_per_epoch: int, cfg: ScheduleCfg, base_lr: float) -> float:
+    """Multiplier of the base learning rate after ``step`` optimizer steps (stepped per iteration)."""
+    warm = int(cfg.warmup_epochs * steps_per_epoch)
+    if step < warm:
+        return (step + 1) / warm
+    t = (step - warm) / max(total - warm, 1)
+    if cfg.name == "cosine":  # to eta_min at the end, as the official SDDE code
+        floor = cfg.eta_min / base_lr
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+    if cfg.name == "step":
+        return cfg.gamma ** sum(t >= m for m in cfg.milestones)
+    if cfg.name == "warmup_linear":  # Nam et al.: warm-up, then linear decay
+        return 1 - (1 - cfg.final_lr_fraction) * min(t, 1.0)
+    return 1.0
+
+
+def make_optimizer(model: nn.Module, train: TrainCfg) -> torch.optim.Optimizer:
+    o = train.optim
+    # Models with parameters that need their own settings (BatchEnsemble fast weights) say so.
+    groups = model.param_groups(o.lr, o.weight_decay) if hasattr(model, "param_groups") else model.parameters()
+    if o.name == "sgd":
+        return torch.optim.SGD(
+            groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0, weight_decay=o.weight_decay
+        )
+    return torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
+
+
+@torch.no_grad()
+def validation_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> dict[str, float]:
+    logits = predict_logits(model, x, device=device)  # (M, N, K)
+    probs = logits.softmax(-1)
+    ens = mean_probs(logits)
+    out = {"acc": accuracy(ens, y), "nll": nll(ens, y)}
+    if logits.shape[0] > 1:
+        out["member_acc"] = statistics.fmean(accuracy(p, y) for p in probs)
+        out["disagreement"] = pairwise_disagreement(probs)
+    return out
+
+
+@dataclass
+class FitSetup:
+    """Everything ``fit`` needs besides the model and the objective."""
+
+    out: Path
+    splits: Splits
+    data: DataCfg
+    train: TrainCfg
+    run: RunCfg
+    seed: int
+    info: dict[str, Any]  # written to model.json: spec, meta, recipe, role, ...
+    outlier_x: torch.Tensor | None = None
+    resume: bool = False
+    stop_after: int | None = None  # stop after this epoch (tests simulate a killed run)
+    extra_validation: Callable[[nn.Module], dict[str, float]] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _rng_state() -> dict[str, torch.Tensor]:
+    state = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            state[f"rng.cuda.{i}"] = s
+    return state
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def _replicas_in_sync(acc: Accelerator, model: nn.Module) -> bool:
+    """Whether every process ends with the same weights (what DDP promises): compares a checksum."""
+    if acc.num_processes == 1:
+        return True
+    with torch.no_grad():
+        total = sum(p.double().sum() * (i + 1) for i, p in enumerate(model.parameters()))
+    sums = acc.gather(total.reshape(1).to(acc.device))
+    return bool(torch.allclose(sums, sums[0].expand_as(sums), rtol=0, atol=1e-9))
+
+
+def fit(model: nn.Module, objective: Objective, s: FitSetup) -> dict[str, Any]:
+    """Train ``model`` with ``objective``; returns the summary (also written to ``summary.json``)."""
+    out = s.out
+    state_path = out / "state.safetensors"
+    if state_path.exists() and not s.resume:
+        raise UserError(f"--out {out}: holds a run already; pass --resume to continue it or choose another --out")
+    acc = Accelerator(
+        mixed_precision=s.run.mixed_precision,
+        gradient_accumulation_steps=s.train.grad_accum,
+        log_with="tensorboard",
+        project_dir=str(out),
+        # Without a GPU, multi-process runs (accelerate launch --multi_gpu) must ask for CPU (gloo) explicitly.
+        cpu=s.run.cpu or not torch.cuda.is_available(),
+    )
+    device = acc.device
+    meta = s.splits.meta
+    augment = make_augment(s.data.crop_padding, s.data.flip, meta.size) if s.data.augment else None
+    members = len(acc.unwrap_model(model).members) if hasattr(model, "members") else 1
+    views = members if getattr(objective, "per_member_batches", False) else 1
+    if getattr(objective, "needs_outliers", False) and s.outlier_x is None:
+        raise UserError("data.outlier: this objective needs an outlier dataset; set data.outlier (and outlier_root)")
+    loader = DeviceLoader(
+        s.splits.train_x.to(device),
+        s.splits.train_y.to(device),
+        s.train.batch_size,
+        views=views,
+        seed=s.seed,
+        augment=augment,
+        rank=acc.process_index,
+        world=acc.num_processes,
+        outlier_x=s.outlier_x.to(device) if s.outlier_x is not None else None,
+    )
+    model.to(device)
+    optimizer = make_optimizer(model, s.train)
+    steps_per_epoch = len(loader) // s.train.grad_accum
+    total = steps_per_epoch * s.train.epochs
+    base_lr = s.train.optim.lr
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total, steps_per_epoch, s.train.schedule, base_lr)
+    )
+    start_epoch, best, best_epoch = 0, math.inf, -1
+    epoch_times: list[float] = []
+    if s.resume and state_path.exists():
+        tensors, st = load_tensors(state_path)
+        load_weights(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, state_path)
+        optimizer_from_flat(optimizer, tensors, st["optimizer"])
+        scheduler.load_state_dict(st["scheduler"])
+        _set_rng_state(tensors)
+        start_epoch, best, best_epoch = st["epoch"] + 1, st["best"], st["best_epoch"]
+        epoch_times, s.history[:] = st.get("epoch_times", []), st.get("history", [])
+        acc.print(f"resuming {out} at epoch {start_epoch + 1}/{s.train.epochs}")
+    model, optimizer = acc.prepare(model, optimizer)
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+    acc.init_trackers("tb")
+    global_step = start_epoch * len(loader)
+
+    for epoch in range(start_epoch, s.train.epochs):
+        model.train()
+        sums: dict[str, float] = {}
+        t0 = time.perf_counter()
+        bar = tqdm(
+            loader.epoch(epoch),
+            total=len(loader),
+            desc=f"{s.info.get('role', 'train')} {epoch + 1}/{s.train.epochs}",
+            disable=not (acc.is_main_process and s.run.progress),
+            leave=False,
+        )
+        for batch in bar:
+            with acc.accumulate(model):
+                with acc.autocast():
+                    loss, terms = objective(model, batch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {global_step}")
+                acc.backward(loss)
+                optimizer.step()
+                if acc.sync_gradients:
+                    scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            terms = {"loss": loss.detach(), **terms}
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            global_step += 1
+            if global_step % s.run.log_every == 0:
+                logged = {f"train/{k}": float(v) for k, v in terms.items()}
+                logged["train/lr"] = optimizer.param_groups[0]["lr"]
+                acc.log(logged, step=global_step)
+                bar.set_postfix(loss=f"{terms['loss'].item():.3f}")
+        epoch_times.append(time.perf_counter() - t0)
+        train_terms = {k: v / len(loader) for k, v in sums.items()}
+        net = acc.unwrap_model(model)
+        val = validation_metrics(net, s.splits.val_x, s.splits.val_y, device)
+        if s.extra_validation is not None:
+            val.update(s.extra_validation(net))
+        acc.log({f"val/{k}": v for k, v in val.items()}, step=global_step)
+        score = {"best_val_nll": val["nll"], "best_val_acc": -val["acc"], "last": -epoch}[s.train.select]
+        improved = score <= best
+        if improved:
+            best, best_epoch = score, epoch
+        s.history.append(
+            {"epoch": epoch + 1, "time_s": epoch_times[-1], **train_terms, **{f"val_{k}": v for k, v in val.items()}}
+        )
+        acc.print(
+            f"epoch {epoch + 1}/{s.train.epochs}  loss {train_terms['loss']:.4f}  val acc {val['acc']:.4f}  "
+            f"nll {val['nll']:.4f}  {epoch_times[-1]:.1f}s" + ("  *" if improved else "")
+        )
+        if acc.is_main_process:
+            if improved:
+                save_model(out, net, {**s.info, "epoch": epoch + 1, "val": val})
+            opt_tensors, opt_meta = optimizer_to_flat(
+                optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer
+            )
+            tensors = {**{f"model.{k}": v for k, v in net.state_dict().items()}, **opt_tensors, **_rng_state()}
+            save_tensors(
+                state_path,
+                tensors,
+                {
+                    "epoch": epoch,
+                    "best": best,
+                    "best_epoch": best_epoch,
+                    "optimizer": opt_meta,
+                    "scheduler": scheduler.state_dict(),
+                    "epoch_times": epoch_times,
+                    "history": s.history,
+                },
+            )
+        acc.wait_for_everyone()
+        if s.stop_after is not None and epoch + 1 >= s.stop_after:
+            acc.end_training()
+            return {"stopped_after": epoch + 1}
+
+    in_sync = _replicas_in_sync(acc, acc.unwrap_model(model))
+    acc.end_training()
+    summary = {
+        "role": s.info.get("role"),
+        "epochs": s.train.epochs,
+        "best_epoch": best_epoch + 1,
+        "epoch_time_s_median": statistics.median(epoch_times) if epoch_times else None,
+        "epoch_times_s": epoch_times,
+        "processes": acc.num_processes,
+        "replicas_in_sync": in_sync,
+        "mixed_precision": s.run.mixed_precision,
+        "device": str(device),
+        "history": s.history,
+    }
+    if acc.is_main_process:
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,82 @@
+"""Metrics: pure functions of member probabilities ``(M, B, C)``, predictive distributions ``(B, C)``, labels
+and scores. Ensembles average probabilities, never logits."""
+
+from distill.metrics.calibration import (
+    apply_temperature,
+    calibrated_log_likelihood,
+    fit_temperature,
+    temperature_log_probs,
+)
+from distill.metrics.classification import Reliability, accuracy, brier, ece, entropy, nll, reliability
+from distill.metrics.dee import DEEResult, dee, dee_result, ensemble_curve
+from distill.metrics.diversity import (
+    attribution_similarity,
+    cam_cosine_similarity,
+    correlation,
+    double_fault,
+    kohavi_wolpert_variance,
+    linear_cka,
+    mean_pairwise_cka,
+    mutual_information,
+    oracle,
+    oracle_disagreement,
+    pairwise_disagreement,
+    pairwise_kl,
+    per_sample_mutual_information,
+    prediction_diversity,
+    q_statistic,
+)
+from distill.metrics.fidelity import agreement, kl_teacher_student
+from distill.metrics.ood import (
+    OOD_SCORES,
+    fpr_at_tpr,
+    max_logit,
+    min_member_max_logit,
+    msp,
+    neg_entropy,
+    neg_mutual_information,
+    ood_metrics,
+)
+
+__all__ = [
+    "OOD_SCORES",
+    "DEEResult",
+    "Reliability",
+    "accuracy",
+    "agreement",
+    "apply_temperature",
+    "attribution_similarity",
+    "brier",
+    "calibrated_log_likelihood",
+    "cam_cosine_similarity",
+    "correlation",
+    "dee",
+    "dee_result",
+    "double_fault",
+    "ece",
+    "ensemble_curve",
+    "entropy",
+    "fit_temperature",
+    "fpr_at_tpr",
+    "kl_teacher_student",
+    "kohavi_wolpert_variance",
+    "linear_cka",
+    "max_logit",
+    "mean_pairwise_cka",
+    "min_member_max_logit",
+    "msp",
+    "mutual_information",
+    "neg_entropy",
+    "neg_mutual_information",
+    "nll",
+    "ood_metrics",
+    "oracle",
+    "oracle_disagreement",
+    "pairwise_disagreement",
+    "pairwise_kl",
+    "per_sample_mutual_information",
+    "prediction_diversity",
+    "q_statistic",
+    "reliability",
+    "temperature_log_probs",
+]

@@ -1,0 +1,106 @@
+"""Pipeline stages as functions: train a teacher (or a single-model baseline) from a recipe section.
+
+The CLI and the ``run`` pipeline call these; tests call them directly.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import PartialState
+
+from distill import UserError
+from distill.checkpoint import atomic_write_text, load_model
+from distill.data import Splits, load_dataset, load_ood
+from distill.loop import FitSetup, fit
+from distill.metrics import accuracy, nll
+from distill.models import build_model, ensemble_spec, mean_probs
+from distill.objectives import objective_from_recipe
+from distill.predict import predict_logits
+from distill.recipe import DataCfg, Recipe, TeacherCfg, to_dict
+from distill.saliency import mean_cam_similarity
+
+
+def load_splits(data: DataCfg) -> Splits:
+    return load_dataset(
+        data.name,
+        data.root,
+        split_seed=data.split_seed,
+        val_fraction=data.val_fraction,
+        test_fraction=data.test_fraction,
+        limit_train=data.limit_train,
+        holdout_classes=data.holdout_classes,
+    )
+
+
+def test_metrics(model: torch.nn.Module, splits: Splits, cam_images: int = 500) -> dict[str, Any]:
+    """Accuracy and NLL of the ensemble and of each member on the test split, and the CAM similarity."""
+    logits = predict_logits(model, splits.test_x)  # (M, N, K)
+    y = splits.test_y
+    member_acc = [accuracy(p, y) for p in logits.softmax(-1)]
+    out: dict[str, Any] = {
+        "acc": accuracy(mean_probs(logits), y),
+        "nll": nll(mean_probs(logits), y),
+        "member_acc": member_acc,
+        "member_acc_mean": statistics.fmean(member_acc),
+    }
+    if logits.shape[0] > 1:
+        n = min(cam_images, len(y))
+        out["cam_similarity"] = mean_cam_similarity(model, splits.test_x[:n], y[:n])
+    return out
+
+
+def train_ensemble(
+    recipe: Recipe,
+    out: Path,
+    *,
+    section: str = "teacher",
+    resume: bool = False,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Train the recipe's ``teacher`` (or ``single``) section into ``out``; return its summary."""
+    cfg: TeacherCfg | None = getattr(recipe, section)
+    if cfg is None:
+        raise UserError(f"--recipe: no '{section}' section in the recipe")
+    splits = load_splits(recipe.data)
+    spec = ensemble_spec(cfg.arch, cfg.members)
+    objective, params = objective_from_recipe(cfg.objective, f"{section}.objective")
+    outlier_x = None
+    if getattr(objective, "needs_outliers", False):
+        if recipe.data.outlier is None:
+            raise UserError(f"{section}.objective: '{cfg.objective.get('name')}' needs data.outlier")
+        outlier_x = load_ood(recipe.data.outlier, recipe.data.outlier_root, splits.meta)
+    torch.manual_seed(recipe.seed)
+    model = build_model(spec, splits.meta)
+    info = {
+        "role": section,
+        "spec": spec,
+        "meta": splits.meta.to_json(),
+        "seed": recipe.seed,
+        "objective": cfg.objective,
+        "recipe": to_dict(recipe),
+    }
+    setup = FitSetup(
+        out=out,
+        splits=splits,
+        data=recipe.data,
+        train=cfg.train,
+        run=recipe.run,
+        seed=recipe.seed,
+        info=info,
+        outlier_x=outlier_x,
+        resume=resume,
+        stop_after=stop_after,
+    )
+    summary = fit(model, objective, setup)
+    if stop_after is not None and "stopped_after" in summary:
+        return summary
+    if PartialState().is_main_process:  # one process evaluates and writes
+        best, _ = load_model(out)
+        summary["test"] = test_metrics(best, splits)
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    return summary

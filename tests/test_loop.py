@@ -1,0 +1,148 @@
+"""The Accelerate loop: resume equivalence, checkpoint safety, schedules, CLI and recipe errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill import UserError
+from distill.checkpoint import load_model, load_tensors
+from distill.cli import main
+from distill.loop import lr_factor
+from distill.recipe import ScheduleCfg, recipe_from_dict
+from distill.train import train_ensemble
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_recipe(objective: dict | None = None, epochs: int = 3, **data) -> dict:
+    return {
+        "seed": 1,
+        "data": {"name": "digits", "limit_train": 192, "crop_padding": 1, **data},
+        "teacher": {
+            "arch": "tiny_cnn",
+            "members": 2,
+            "objective": objective or {"name": "sdde", "lam": 0.1, "same_batch": False},
+            "train": {"epochs": epochs, "batch_size": 32, "optim": {"lr": 0.05}},
+        },
+        "run": {"progress": False, "log_every": 2},
+    }
+
+
+def test_killed_and_resumed_run_ends_with_identical_weights(tmp_path):
+    recipe = recipe_from_dict(tiny_recipe())
+    train_ensemble(recipe, tmp_path / "straight")
+    assert train_ensemble(recipe, tmp_path / "killed", stop_after=2) == {"stopped_after": 2}
+    train_ensemble(recipe, tmp_path / "killed", resume=True)
+    a, _ = load_tensors(tmp_path / "straight" / "state.safetensors")
+    b, meta_b = load_tensors(tmp_path / "killed" / "state.safetensors")
+    assert meta_b["epoch"] == 2
+    weights = [k for k in a if k.startswith("model.")]
+    assert weights
+    for k in weights:
+        assert torch.equal(a[k], b[k]), k
+    s = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    assert len(s["history"]) == 3 and "cam_similarity" in s["test"]
+
+
+def test_existing_run_is_not_overwritten_without_resume(tmp_path):
+    recipe = recipe_from_dict(tiny_recipe(epochs=1))
+    train_ensemble(recipe, tmp_path / "r")
+    before = (tmp_path / "r" / "model.safetensors").read_bytes()
+    with pytest.raises(UserError, match="--resume"):
+        train_ensemble(recipe, tmp_path / "r")
+    assert (tmp_path / "r" / "model.safetensors").read_bytes() == before
+    model, info = load_model(tmp_path / "r")
+    assert info["spec"]["archs"] == ["tiny_cnn", "tiny_cnn"] and info["role"] == "teacher"
+    assert (tmp_path / "r" / "tb").is_dir()  # TensorBoard logs through Accelerate's tracker
+
+
+def test_checkpoint_with_wrong_architecture_says_what_differs(tmp_path):
+    recipe = recipe_from_dict(tiny_recipe(epochs=1))
+    train_ensemble(recipe, tmp_path / "r")
+    info = json.loads((tmp_path / "r" / "model.json").read_text())
+    info["spec"]["archs"] = ["small_cnn", "small_cnn"]
+    (tmp_path / "r" / "model.json").write_text(json.dumps(info))
+    with pytest.raises(UserError, match="shape mismatches"):
+        load_model(tmp_path / "r")
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    recipe = recipe_from_dict(tiny_recipe(epochs=1))
+    train_ensemble(recipe, tmp_path / "r")
+    p = tmp_path / "r" / "model.safetensors"
+    p.write_bytes(p.read_bytes()[:100])
+    with pytest.raises(UserError, match="model.safetensors"):
+        load_model(tmp_path / "r")
+
+
+def test_cosine_schedule_per_iteration():
+    cfg = ScheduleCfg(name="cosine", eta_min=1e-6)
+    assert lr_factor(0, 100, 10, cfg, 0.1) == pytest.approx(1.0)
+    assert lr_factor(50, 100, 10, cfg, 0.1) == pytest.approx(0.5 * (1 + 1e-5), rel=1e-4)
+    assert lr_factor(100, 100, 10, cfg, 0.1) == pytest.approx(1e-5)
+    warm = ScheduleCfg(name="warmup_linear", warmup_epochs=1, final_lr_fraction=0.0)
+    assert lr_factor(4, 100, 10, warm, 0.1) == pytest.approx(0.5)
+    assert lr_factor(55, 100, 10, warm, 0.1) == pytest.approx(0.5)
+    assert math.isclose(lr_factor(0, 100, 10, ScheduleCfg(name="step"), 0.1), 1.0)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("teacher.train.epochs=three", "teacher.train.epochs"),
+        ("teacher.membres=3", "teacher.membres"),
+        ("data.name=imagenet", "data.name"),
+        ("teacher.arch=resnet99", "arch"),
+        ("teacher.train.schedule.name=exp", "teacher.train.schedule.name"),
+        ("nonsense", "KEY=VALUE"),
+    ],
+)
+def test_bad_recipe_is_one_line_and_exit_2(tmp_path, capsys, override, message):
+    code = main(
+        ["teacher", "--recipe", str(ROOT / "recipes/digits_sdde.yaml"), "--out", str(tmp_path / "x"), "--set", override]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_missing_recipe_file_and_data(tmp_path, capsys):
+    assert main(["teacher", "--recipe", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "x")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+    code = main(
+        [
+            "teacher",
+            "--recipe",
+            str(ROOT / "recipes/digits_sdde.yaml"),
+            "--out",
+            str(tmp_path / "x"),
+            "--set",
+            "data.name=mnist",
+            "--set",
+            f"data.root={tmp_path / 'no_mnist'}",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "no_mnist" in err and "data.root" in err
+
+
+def test_every_recipe_parses():
+    from distill.recipe import load_recipe
+
+    for path in sorted((ROOT / "recipes").glob("*.yaml")):
+        recipe = load_recipe(path)
+        assert recipe.teacher or recipe.student or recipe.students, path
+
+
+def test_cli_help_documents_commands():
+    out = subprocess.run(
+        [sys.executable, "-m", "distill", "teacher", "--help"], capture_output=True, text=True, cwd=ROOT, check=True
+    ).stdout
+    assert "--recipe" in out and "--set" in out and "--resume" in out
