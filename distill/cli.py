@@ -42,6 +42,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("single", help="train the single-model baseline (the recipe's 'single' section)")
     _recipe_args(p)
     _out_args(p)
+
+    p = sub.add_parser("student", help="distil a trained teacher into a student (the recipe's 'student')")
+    p.add_argument("--teacher", required=True, type=Path, help="run directory of a trained teacher")
+    p.add_argument("--name", help="which entry of the recipe's 'students' list to train")
+    _recipe_args(p)
+    _out_args(p)
+
+    p = sub.add_parser("export", help="write a run's model as a file that runs with plain PyTorch")
+    p.add_argument("run", type=Path, help="run directory (teacher, student or single)")
+    p.add_argument(
+        "--format",
+        default="torchscript",
+        choices=["torchscript", "exported"],
+        help="torchscript (torch.jit) or exported (torch.export, .pt2)",
+    )
+    p.add_argument("--out", type=Path, help="output file (default: inside the run directory)")
     return parser
 
 
@@ -67,6 +83,20 @@ def main(argv: list[str] | None = None) -> int:
             summary = train_ensemble(recipe, args.out, section=args.command, resume=args.resume)
             if "test" in summary:
                 _print_summary(summary)
+            return 0
+        if args.command == "student":
+            from distill.train import train_student
+
+            recipe = load_recipe(args.recipe, args.overrides)
+            summary = train_student(recipe, args.teacher, args.out, name=args.name, resume=args.resume)
+            if "test" in summary:
+                _print_summary(summary)
+            return 0
+        if args.command == "export":
+            from distill.export import export
+
+            path, err = export(args.run, args.format, args.out)
+            print(f"wrote {path} (max |difference| from the checkpoint on random inputs: {err:.2e})")
             return 0
     except UserError as err:
         print(f"distill: error: {err}", file=sys.stderr)

@@ -140,8 +140,7 @@ def fit(model: nn.Module, objective: Objective, s: FitSetup) -> dict[str, Any]:
     device = acc.device
     meta = s.splits.meta
     augment = make_augment(s.data.crop_padding, s.data.flip, meta.size) if s.data.augment else None
-    members = len(acc.unwrap_model(model).members) if hasattr(model, "members") else 1
-    views = members if getattr(objective, "per_member_batches", False) else 1
+    views = getattr(model, "size", 1) if getattr(objective, "per_member_batches", False) else 1
     if getattr(objective, "needs_outliers", False) and s.outlier_x is None:
         raise UserError("data.outlier: this objective needs an outlier dataset; set data.outlier (and outlier_root)")
     loader = DeviceLoader(
@@ -156,6 +155,8 @@ def fit(model: nn.Module, objective: Objective, s: FitSetup) -> dict[str, Any]:
         outlier_x=s.outlier_x.to(device) if s.outlier_x is not None else None,
     )
     model.to(device)
+    if hasattr(objective, "to"):  # objectives may hold modules of their own (the student's frozen teacher)
+        objective.to(device)
     optimizer = make_optimizer(model, s.train)
     steps_per_epoch = len(loader) // s.train.grad_accum
     total = steps_per_epoch * s.train.epochs

@@ -14,14 +14,16 @@ import torch
 from accelerate import PartialState
 
 from distill import UserError
-from distill.checkpoint import atomic_write_text, load_model
+from distill.checkpoint import atomic_write_text, load_model, read_model_info
 from distill.data import Splits, load_dataset, load_ood
 from distill.loop import FitSetup, fit
 from distill.metrics import accuracy, nll
 from distill.models import build_model, ensemble_spec, mean_probs
 from distill.objectives import objective_from_recipe
+from distill.objectives.student import KD, check_teacher_matches
+from distill.perturb import make_perturbation
 from distill.predict import predict_logits
-from distill.recipe import DataCfg, Recipe, TeacherCfg, to_dict
+from distill.recipe import DataCfg, Recipe, StudentCfg, TeacherCfg, to_dict
 from distill.saliency import mean_cam_similarity
 
 
@@ -37,7 +39,7 @@ def load_splits(data: DataCfg) -> Splits:
     )
 
 
-def test_metrics(model: torch.nn.Module, splits: Splits, cam_images: int = 500) -> dict[str, Any]:
+def test_metrics(model: torch.nn.Module, splits: Splits, cam_images: int = 500, cam: bool = True) -> dict[str, Any]:
     """Accuracy and NLL of the ensemble and of each member on the test split, and the CAM similarity."""
     logits = predict_logits(model, splits.test_x)  # (M, N, K)
     y = splits.test_y
@@ -48,7 +50,7 @@ def test_metrics(model: torch.nn.Module, splits: Splits, cam_images: int = 500) 
         "member_acc": member_acc,
         "member_acc_mean": statistics.fmean(member_acc),
     }
-    if logits.shape[0] > 1:
+    if cam and logits.shape[0] > 1:
         n = min(cam_images, len(y))
         out["cam_similarity"] = mean_cam_similarity(model, splits.test_x[:n], y[:n])
     return out
@@ -97,10 +99,84 @@ def train_ensemble(
         stop_after=stop_after,
     )
     summary = fit(model, objective, setup)
-    if stop_after is not None and "stopped_after" in summary:
+    if "stopped_after" in summary:
         return summary
     if PartialState().is_main_process:  # one process evaluates and writes
         best, _ = load_model(out)
         summary["test"] = test_metrics(best, splits)
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def student_config(recipe: Recipe, name: str | None) -> StudentCfg:
+    """The recipe's ``student`` section, or the ``students`` entry called ``name``."""
+    if name is None:
+        if recipe.student is not None:
+            return recipe.student
+        if len(recipe.students) == 1:
+            return recipe.students[0]
+        raise UserError("--recipe: give a 'student' section, or --name to pick one of 'students'")
+    for s in recipe.students:
+        if s.name == name:
+            return s
+    raise UserError(
+        f"--name {name}: no student of that name; the recipe has: {', '.join(s.name for s in recipe.students)}"
+    )
+
+
+def student_spec(cfg: StudentCfg, teacher_size: int) -> dict:
+    if cfg.kind == "batchensemble":  # one student member per teacher member (one-to-one distillation)
+        return {"kind": "batchensemble", "arch": cfg.arch, "members": teacher_size}
+    return ensemble_spec(cfg.arch, 1)
+
+
+def train_student(
+    recipe: Recipe,
+    teacher_dir: Path,
+    out: Path,
+    *,
+    name: str | None = None,
+    resume: bool = False,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Distil the teacher in ``teacher_dir`` into the student the recipe describes."""
+    cfg = student_config(recipe, name)
+    key = "student" if recipe.student is cfg else f"students[{cfg.name}]"
+    splits = load_splits(recipe.data)
+    teacher_info = read_model_info(teacher_dir)
+    check_teacher_matches(teacher_info.get("meta", {}), splits.meta.to_json(), str(teacher_dir))
+    perturb = make_perturbation(cfg.perturb.name, cfg.perturb.params, f"{key}.perturb")
+    teacher, _ = load_model(teacher_dir)
+    objective = KD(teacher, perturb, cfg.alpha, cfg.temperature)
+    spec = student_spec(cfg, teacher.size)
+    torch.manual_seed(recipe.seed)
+    model = build_model(spec, splits.meta)
+    info = {
+        "role": "student",
+        "name": cfg.name,
+        "spec": spec,
+        "meta": splits.meta.to_json(),
+        "seed": recipe.seed,
+        "teacher": str(teacher_dir),
+        "perturb": {"name": cfg.perturb.name, **cfg.perturb.params},
+        "recipe": to_dict(recipe),
+    }
+    setup = FitSetup(
+        out=out,
+        splits=splits,
+        data=recipe.data,
+        train=cfg.train,
+        run=recipe.run,
+        seed=recipe.seed,
+        info=info,
+        resume=resume,
+        stop_after=stop_after,
+    )
+    summary = fit(model, objective, setup)
+    if "stopped_after" in summary:
+        return summary
+    if PartialState().is_main_process:
+        best, _ = load_model(out)
+        summary["test"] = test_metrics(best, splits, cam=False)
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return summary

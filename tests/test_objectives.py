@@ -98,7 +98,7 @@ class LinearMembers(nn.Module):
     def __init__(self, w: torch.Tensor) -> None:
         super().__init__()
         self.w = nn.Parameter(w)  # (M, K, D)
-        self.members = list(range(w.shape[0]))
+        self.size = w.shape[0]
 
     def forward(self, x):  # x: (M, B, 1, 1, D)
         z = torch.einsum("mkd,mbd->mbk", self.w, x.flatten(2))

@@ -1,6 +1,6 @@
 """Data: loaders by name -> fixed splits of uint8 tensors -> device-side augmented batches."""
 
-from distill.data import small  # noqa: F401  (registers digits, mnist, notmnist)
+from distill.data import benchmarks, images, small  # noqa: F401  (register the datasets by name)
 from distill.data.base import (
     LOADERS,
     DatasetMeta,

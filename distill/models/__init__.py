@@ -70,3 +70,5 @@ __all__ = [
     "register_arch",
     "register_kind",
 ]
+
+from distill.models import batchensemble  # noqa: E402, F401  (registers the "batchensemble" kind)

@@ -235,7 +235,7 @@ class InputGradientDiversity:
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Terms]:
         x0 = batch.x[0]
-        m = len(model.module.members) if hasattr(model, "module") else len(model.members)
+        m = (model.module if hasattr(model, "module") else model).size
         x = x0.unsqueeze(0).expand(m, *x0.shape).clone().requires_grad_(True)  # a copy per member
         logits, _ = model(x)
         ce = member_ce(logits, batch.y)

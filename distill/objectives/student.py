@@ -1,0 +1,100 @@
+"""The student objective: knowledge distillation on clean plus perturbed inputs (Nam et al. 2021).
+
+L = (1 - alpha) CE(s(x), y) + alpha T^2 KL(q_T(x~) || softmax(s(x~) / T)),
+
+with x~ from the perturbation engine (searched against the frozen teacher) and both terms every step.
+A single-network student learns q_T = mean_m softmax(z_m / T), the ensemble's tempered prediction. A
+BatchEnsemble student learns one-to-one: its member m from teacher member m, q_T^m = softmax(z_m / T);
+its loss is the mean of the members' losses.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from distill import UserError
+from distill.data.batches import Batch
+from distill.objectives.base import Terms
+from distill.objectives.teacher import member_ce
+from distill.perturb.base import Perturbation, forward_no_grad
+
+
+def kd_loss(
+    student_clean: torch.Tensor,
+    student_perturbed: torch.Tensor,
+    teacher_perturbed: torch.Tensor,
+    y: torch.Tensor,
+    alpha: float,
+    temperature: float,
+) -> tuple[torch.Tensor, Terms]:
+    """The KD loss from logits: ``student_*: (S, B, K)``, ``teacher_perturbed: (M, B, K)``, ``y: (B,)``.
+
+    S = 1: the student learns the teacher's mean tempered probabilities. S = M: one-to-one.
+    """
+    s, m = student_clean.shape[0], teacher_perturbed.shape[0]
+    t = temperature
+    q = (teacher_perturbed.float() / t).softmax(-1)  # (M, B, K)
+    if s == 1:
+        q = q.mean(0, keepdim=True)
+    elif s != m:
+        raise ValueError(f"a {s}-member student cannot be distilled one-to-one from a {m}-member teacher")
+    log_s = (student_perturbed.float() / t).log_softmax(-1)  # (S, B, K)
+    kl = (q * (q.clamp_min(1e-12).log() - log_s)).sum(-1).mean(-1)  # (S,)
+    ce = member_ce(student_clean, y.unsqueeze(0))  # (S,)
+    loss = ((1 - alpha) * ce + alpha * t * t * kl).mean()
+    return loss, {"ce": ce.mean().detach(), "kd": kl.mean().detach()}
+
+
+class KD:
+    """The student objective; holds the frozen teacher and the perturbation method."""
+
+    per_member_batches = False
+    needs_outliers = False
+
+    def __init__(self, teacher: nn.Module, perturb: Perturbation, alpha: float, temperature: float) -> None:
+        if not 0.0 <= alpha <= 1.0:
+            raise UserError(f"student.alpha: expected a value in [0, 1], got {alpha}")
+        if temperature <= 0:
+            raise UserError(f"student.temperature: expected a positive value, got {temperature}")
+        self.teacher, self.perturb = teacher, perturb
+        self.alpha, self.temperature = alpha, temperature
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        teacher.eval()
+
+    def to(self, device: torch.device) -> KD:
+        self.teacher.to(device)
+        return self
+
+    def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Terms]:
+        x, y = batch.x[0], batch.y[0]
+        res = self.perturb(self.teacher, x, y)
+        t_pert = res.teacher_logits_perturbed
+        if t_pert is None:
+            t_pert = forward_no_grad(self.teacher, res.x)
+        if self.perturb.name == "none":
+            s_clean, _ = model(x)
+            s_pert = s_clean
+        else:
+            # One student forward on [x; x~]: BatchNorm sees clean and perturbed images together.
+            logits, _ = model(torch.cat([x, res.x]))
+            s_clean, s_pert = logits[:, : len(x)], logits[:, len(x) :]
+        loss, terms = kd_loss(s_clean, s_pert, t_pert, y, self.alpha, self.temperature)
+        terms.update({f"perturb/{k}": v for k, v in res.stats.items()})
+        return loss, terms
+
+
+def check_teacher_matches(teacher_meta: dict, meta: dict, teacher_dir: str) -> None:
+    """A teacher trained on other data is an error before any training: compare classes, channels, size."""
+
+    def norm(v: object) -> object:
+        return list(v) if isinstance(v, (list, tuple)) else v
+
+    diffs = [
+        f"{key} {norm(teacher_meta.get(key))} (teacher) vs {norm(meta[key])} (recipe's data)"
+        for key in ("num_classes", "channels", "size")
+        if norm(teacher_meta.get(key)) != norm(meta[key])
+    ]
+    if diffs:
+        raise UserError(f"--teacher {teacher_dir}: trained on other data: {'; '.join(diffs)}")

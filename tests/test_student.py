@@ -1,0 +1,130 @@
+"""Student distillation: the KD loss by hand, teacher/data mismatch, a frozen teacher, export round-trips."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill import UserError
+from distill.checkpoint import load_model
+from distill.cli import main
+from distill.export import export
+from distill.objectives.student import kd_loss
+from distill.recipe import recipe_from_dict
+from distill.train import train_ensemble, train_student
+
+
+def test_kd_loss_hand_computed():
+    s_clean = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])  # (S=1, B=2, K=2)
+    s_pert = torch.tensor([[[0.5, 0.5], [1.0, 0.0]]])
+    t_pert = torch.tensor([[[2.0, 0.0], [0.0, 0.0]], [[0.0, 2.0], [1.0, 0.0]]])  # (M=2, B=2, K=2)
+    y = torch.tensor([0, 1])
+    alpha, temp = 0.9, 2.0
+    ce = (-torch.log_softmax(s_clean[0], -1)[torch.arange(2), y]).mean()
+    q = (t_pert / temp).softmax(-1).mean(0)  # (B, K)
+    log_s = (s_pert[0] / temp).log_softmax(-1)
+    kl = (q * (q.log() - log_s)).sum(-1).mean()
+    loss, terms = kd_loss(s_clean, s_pert, t_pert, y, alpha, temp)
+    assert loss.item() == pytest.approx(((1 - alpha) * ce + alpha * temp**2 * kl).item(), rel=1e-6)
+    assert terms["kd"].item() == pytest.approx(kl.item(), rel=1e-6)
+    # one-to-one: a 2-member student, member m against teacher member m
+    s2c, s2p = s_clean.expand(2, -1, -1), s_pert.expand(2, -1, -1)
+    loss2, _ = kd_loss(s2c, s2p, t_pert, y, alpha, temp)
+    per = []
+    for m in range(2):
+        qm = (t_pert[m] / temp).softmax(-1)
+        klm = (qm * (qm.log() - log_s)).sum(-1).mean()
+        per.append((1 - alpha) * ce + alpha * temp**2 * klm)
+    assert loss2.item() == pytest.approx(torch.stack(per).mean().item(), rel=1e-6)
+
+
+def _recipe(perturb: str = "confods", kind: str = "single", epochs: int = 1) -> dict:
+    train = {"epochs": epochs, "batch_size": 32, "optim": {"lr": 0.05}}
+    return {
+        "seed": 0,
+        "data": {"name": "digits", "limit_train": 160},
+        "teacher": {"arch": "tiny_cnn", "members": 2, "objective": {"name": "de"}, "train": train},
+        "student": {"arch": "tiny_cnn", "kind": kind, "perturb": {"name": perturb}, "train": train},
+        "run": {"progress": False},
+    }
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("t") / "teacher"
+    train_ensemble(recipe_from_dict(_recipe()), out)
+    return out
+
+
+@pytest.mark.parametrize("perturb, kind", [("confods", "single"), ("disagree", "batchensemble")])
+def test_student_trains_and_leaves_teacher_untouched(teacher_dir, tmp_path, perturb, kind):
+    before = (teacher_dir / "model.safetensors").read_bytes()
+    summary = train_student(recipe_from_dict(_recipe(perturb, kind)), teacher_dir, tmp_path / "s")
+    assert (teacher_dir / "model.safetensors").read_bytes() == before
+    h = summary["history"][0]
+    assert h["perturb/delta_rms"] > 0 and "perturb/mi_perturbed" in h
+    model, info = load_model(tmp_path / "s")
+    assert info["role"] == "student" and model.size == (2 if kind == "batchensemble" else 1)
+
+
+def test_teacher_from_other_data_is_refused(teacher_dir, tmp_path, capsys):
+    meta = json.loads((teacher_dir / "model.json").read_text())["meta"]
+    bad = tmp_path / "bad_teacher"
+    bad.mkdir()
+    info = json.loads((teacher_dir / "model.json").read_text())
+    info["meta"] = {**meta, "num_classes": 7}
+    (bad / "model.json").write_text(json.dumps(info))
+    with pytest.raises(UserError, match="num_classes 7"):
+        train_student(recipe_from_dict(_recipe()), bad, tmp_path / "s")
+    assert not (tmp_path / "s").exists()  # refused before any training
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "exported"])
+def test_export_runs_without_the_package(teacher_dir, tmp_path, fmt):
+    path, err = export(teacher_dir, fmt, tmp_path / f"m.{fmt}")
+    assert err < 1e-5
+    model, _ = load_model(teacher_dir)
+    x = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    torch.save(x, tmp_path / "x.pt")
+    with torch.no_grad():
+        expected = torch.logsumexp(model(x)[0].log_softmax(-1), 0) - torch.log(torch.tensor(2.0))
+    load = "torch.jit.load(p)" if fmt == "torchscript" else "torch.export.load(p).module()"
+    code = (
+        f"import sys, torch; p = sys.argv[1]; m = {load}; x = torch.load(sys.argv[2]);"
+        "torch.save(m(x), sys.argv[3]); import importlib.util; assert importlib.util.find_spec('distill') is None"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run(
+        [sys.executable, "-c", code, str(path), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    torch.testing.assert_close(torch.load(tmp_path / "y.pt"), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_student_cli_errors(teacher_dir, tmp_path, capsys):
+    recipe = Path(__file__).resolve().parents[1] / "recipes/digits_student_confods.yaml"
+    code = main(
+        [
+            "student",
+            "--teacher",
+            str(teacher_dir),
+            "--recipe",
+            str(recipe),
+            "--out",
+            str(tmp_path / "s"),
+            "--set",
+            "student.perturb.name=fgsm",
+        ]
+    )
+    assert code == 2 and "student.perturb.name" in capsys.readouterr().err
+    code = main(["student", "--teacher", str(tmp_path / "nope"), "--recipe", str(recipe), "--out", str(tmp_path / "s")])
+    assert code == 2 and "nope" in capsys.readouterr().err
