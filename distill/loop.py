@@ -95,6 +95,9 @@ class FitSetup:
     resume: bool = False
     stop_after: int | None = None  # stop after this epoch (tests simulate a killed run)
     extra_validation: Callable[[nn.Module], dict[str, float]] | None = None
+    # called on the main process after each epoch's checkpoint with (epoch, unwrapped model, run dir):
+    # recorders such as the loss-landscape trajectory hook in here, at no cost when absent
+    epoch_callbacks: list[Callable[[int, nn.Module, Path], None]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -250,6 +253,8 @@ def fit(model: nn.Module, objective: Objective, s: FitSetup) -> dict[str, Any]:
                     "history": s.history,
                 },
             )
+            for callback in s.epoch_callbacks:
+                callback(epoch, net, out)
         acc.wait_for_everyone()
         if s.stop_after is not None and epoch + 1 >= s.stop_after:
             acc.end_training()

@@ -90,12 +90,24 @@ class StudentCfg:
 
 
 @dataclass(frozen=True)
+class OODSetCfg:
+    name: str  # a dataset name (e.g. notmnist, cifar10), or "heldout" for data.holdout_classes
+    root: str | None = None
+    group: Literal["near", "far"] = "far"
+
+
+@dataclass(frozen=True)
 class EvalCfg:
-    ood: list[str] = field(default_factory=list)  # OOD set names, e.g. notmnist, heldout
-    ood_roots: dict[str, str] = field(default_factory=dict)
-    corruptions: bool = True
+    ood: list[OODSetCfg] = field(default_factory=list)
+    ood_scores: list[str] = field(
+        default_factory=lambda: ["msp", "max_logit", "neg_entropy", "neg_mi", "mal", "min_member_max_logit"]
+    )
+    corruptions: list[str] | None = None  # None: all 15 CIFAR-10-C corruptions; [] disables the sweep
     corruption_limit: int = 1000  # test images used for the corruption sweep
     severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    cam_images: int = 8  # test images in the CAM grid figure
+    diversity_images: int = 500  # test images for the saliency / attribution / CKA diversity measures
+    batch_size: int = 512
 
 
 @dataclass(frozen=True)
