@@ -49,6 +49,26 @@ def build_parser() -> argparse.ArgumentParser:
     _recipe_args(p)
     _out_args(p)
 
+    p = sub.add_parser("run", help="the whole pipeline: teacher, single model, students, gap report")
+    p.add_argument("recipe", help="pipeline recipe (e.g. recipes/digits.yaml)")
+    p.add_argument("--out", required=True, type=Path, help="run directory; finished stages in it are reused")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe field (repeatable)",
+    )
+
+    p = sub.add_parser("evaluate", help="the gap report of trained runs")
+    p.add_argument("--teacher", required=True, type=Path, help="teacher run directory")
+    p.add_argument(
+        "--student", dest="students", action="append", default=[], type=Path, help="student run directory (repeatable)"
+    )
+    p.add_argument("--single", type=Path, help="single-model baseline run directory")
+    p.add_argument("--out", required=True, type=Path, help="where report.json, report.md and figures go")
+
     p = sub.add_parser("export", help="write a run's model as a file that runs with plain PyTorch")
     p.add_argument("run", type=Path, help="run directory (teacher, student or single)")
     p.add_argument(
@@ -91,6 +111,17 @@ def main(argv: list[str] | None = None) -> int:
             summary = train_student(recipe, args.teacher, args.out, name=args.name, resume=args.resume)
             if "test" in summary:
                 _print_summary(summary)
+            return 0
+        if args.command == "run":
+            from distill.pipeline import run_pipeline
+
+            run_pipeline(load_recipe(args.recipe, args.overrides), args.out)
+            return 0
+        if args.command == "evaluate":
+            from distill.report import evaluate_runs, format_gap_table
+
+            report = evaluate_runs(args.teacher, args.students, args.single, args.out)
+            print(format_gap_table(report))
             return 0
         if args.command == "export":
             from distill.export import export

@@ -7,6 +7,7 @@ string looked up in a registry. Errors name the dotted key and what was expected
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -206,6 +207,8 @@ def build(cls: type, data: Any, key: str = "") -> Any:
         raise UserError(f"recipe key {where}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    if not key:  # top level: `x-...` keys only hold YAML anchors for reuse below
+        data = {k: v for k, v in data.items() if not str(k).startswith("x-")}
     unknown = sorted(set(data) - names)
     if unknown:
         full = f"{key}.{unknown[0]}" if key else unknown[0]
@@ -223,20 +226,34 @@ def to_dict(obj: Any) -> Any:
 
 
 def _set_path(tree: dict, dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in nested dicts; a number indexes a list (``students.0.train.epochs``) and ``*``
+    means every element of it (``students.*.train.epochs``)."""
     parts = dotted.split(".")
-    node = tree
-    for i, part in enumerate(parts[:-1]):
-        nxt = node.get(part)
-        if nxt is None:
-            nxt = node[part] = {}
-        if isinstance(nxt, list):
-            # students.0.alpha: index into a list of sections
-            idx = parts[i + 1]
-            raise UserError(f"--set {dotted}: list sections are not indexable ({part}.{idx}); edit the recipe")
-        if not isinstance(nxt, dict):
-            raise UserError(f"--set {dotted}: '{'.'.join(parts[: i + 1])}' is not a section")
-        node = nxt
-    node[parts[-1]] = value
+    nodes: list = [tree]
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[: i + 1])
+        nxt_nodes = []
+        for node in nodes:
+            if isinstance(node, list):
+                if part == "*":
+                    targets = list(range(len(node)))
+                elif part.isdigit() and int(part) < len(node):
+                    targets = [int(part)]
+                else:
+                    raise UserError(f"--set {dotted}: '{where}': expected an index below {len(node)} or '*'")
+            elif isinstance(node, dict):
+                targets = [part]
+            else:
+                raise UserError(f"--set {dotted}: '{'.'.join(parts[:i])}' is not a section")
+            for t in targets:
+                if last:
+                    node[t] = value
+                else:
+                    if isinstance(node, dict) and node.get(t) is None:
+                        node[t] = {}
+                    nxt_nodes.append(node[t])
+        nodes = nxt_nodes
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -264,6 +281,9 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
             raise UserError(f"--recipe {p}: not valid YAML: {str(err).splitlines()[0]}") from None
         if not isinstance(tree, dict):
             raise UserError(f"--recipe {p}: expected a mapping at the top level")
+    # YAML aliases (*train) share one object between sections; a round trip through JSON gives each
+    # section its own copy, so `--set single.train.epochs=1` changes the single model only.
+    tree = json.loads(json.dumps(tree))
     for text in overrides:
         key, value = parse_override(text)
         _set_path(tree, key, value)
