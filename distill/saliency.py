@@ -31,7 +31,7 @@ def gradcam(
     return [F.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1)) for g, a in zip(grads, feats)]
 
 
-def standardised_maps(cams: list[torch.Tensor], crop: int = 1) -> torch.Tensor:
+def standardised_maps(cams: list[torch.Tensor], crop: int = 1, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The SDDE preprocessing: common size, border crop, per-map standardisation, L2 normalisation.
 
     ``cams``: M maps ``(B, H_m, W_m)``. Maps of different sizes (heterogeneous ensembles) are first
@@ -48,7 +48,7 @@ def standardised_maps(cams: list[torch.Tensor], crop: int = 1) -> torch.Tensor:
         if crop > 0 and h > 2 * crop and w > 2 * crop:
             c = c[:, crop:-crop, crop:-crop]
         maps.append(c)
-    m = torch.stack(maps).flatten(2).float()  # (M, B, D)
+    m = torch.stack(maps).flatten(2).to(dtype)  # (M, B, D)
     m = (m - m.mean(dim=2, keepdim=True)) / (m.std(dim=2, keepdim=True, correction=0) + 1e-6)
     return F.normalize(m, dim=2)
 

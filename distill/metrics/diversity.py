@@ -206,25 +206,19 @@ def cam_cosine_similarity(cams: list[Tensor]) -> float:
     1 pixel on every side, standardised per sample ``a' = (a - mean(a)) / (std(a) + 1e-6)`` (population std),
     flattened and L2-normalised, and ``S = (2 / (M(M-1))) sum_{i<j} (1/B) sum_b <a'_ib, a'_jb>``.
     A constant map standardises to zero and has cosine 0 with every map. NaN for ``M < 2``.
+    The training loss of SDDE is the same quantity: both use :func:`distill.saliency.standardised_maps`.
     """
+    from distill.saliency import pairwise_cosine, standardised_maps
+
     if len(cams) < 2:
         return _NAN
-    maps = [c.detach().to(torch.float64) for c in cams]
-    for c in maps:
+    for c in cams:
         if c.dim() != 3:
             raise ValueError(f"each CAM must be (B, H, W), got shape {tuple(c.shape)}")
-    h = min(c.shape[1] for c in maps)
-    w = min(c.shape[2] for c in maps)
-    if h < 3 or w < 3:
-        raise ValueError(f"CAMs must be at least 3x3 to crop a 1-pixel border, got {h}x{w}")
-    out = []
-    for c in maps:
-        if c.shape[1:] != (h, w):
-            c = F.interpolate(c[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
-        c = c[:, 1:-1, 1:-1].flatten(1)
-        c = (c - c.mean(dim=1, keepdim=True)) / (c.std(dim=1, unbiased=False, keepdim=True) + 1e-6)
-        out.append(F.normalize(c, dim=1))
-    return _mean_pairwise_cosine(torch.stack(out))
+    if min(c.shape[1] for c in cams) < 3 or min(c.shape[2] for c in cams) < 3:
+        raise ValueError("CAMs must be at least 3x3 to crop a 1-pixel border")
+    maps = standardised_maps([c.detach().to(torch.float64) for c in cams], crop=1, dtype=torch.float64)
+    return float(pairwise_cosine(maps))
 
 
 def attribution_similarity(grads: Tensor, top_frac: float = 0.1) -> dict[str, float]:
