@@ -14,7 +14,7 @@ $(STAMP): requirements.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: $(STAMP)
-	$(BIN)/python -m distill teacher --recipe recipes/digits_sdde.yaml --out $(DEMO_OUT)/teacher --resume
+	$(BIN)/python -m distill run recipes/digits.yaml --out $(DEMO_OUT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -30,8 +30,6 @@ def _stage(run_dir: Path, train: Any) -> None:
 def run_pipeline(recipe: Recipe, out: Path) -> dict[str, Any]:
     """Train what the recipe lists into ``out/{teacher,single,students/<name>}``, then evaluate into
     ``out/report``. Returns the report."""
-    from distill.report import evaluate_runs, format_gap_table
-
     if recipe.teacher is None:
         raise UserError("--recipe: a pipeline recipe needs a 'teacher' section")
     names = [s.name for s in recipe.students]
@@ -51,6 +49,8 @@ def run_pipeline(recipe: Recipe, out: Path) -> dict[str, Any]:
         print(f"== student '{s.name}' ({s.kind} {s.arch}, perturbation {s.perturb.name}) -> {d}")
         _stage(d, lambda resume, d=d, s=s: train_student(recipe, teacher_dir, d, name=s.name, resume=resume))
         student_dirs.append(d)
+    from distill.report import evaluate_runs, format_gap_table
+
     print(f"== report -> {out / 'report'}")
     report = evaluate_runs(teacher_dir, student_dirs, single_dir, out / "report", recipe.evaluate)
     print(format_gap_table(report))

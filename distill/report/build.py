@@ -1,0 +1,190 @@
+"""``evaluate_runs``: load the runs, predict once, measure every model, write report.json, report.md and figures."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distill.checkpoint import atomic_write_text
+from distill.recipe import EvalCfg
+from distill.report.corruption import check_severities, corruption_names, corruption_results, sweep
+from distill.report.diversity import ATTRIBUTION_TARGET, diversity
+from distill.report.evaluate import N_BINS, Reference, Source, make_reference, model_metrics
+from distill.report.gain import gain_table, teacher_gain
+from distill.report.jsonio import to_plain, write_json
+from distill.report.markdown import render_markdown
+from distill.report.members import mean_std
+from distill.report.ood import OODSet, best_score, check_scores, load_ood_sets, ood_results
+from distill.report.perturbation import perturbation_summary
+from distill.report.plots import Context, make_figures
+from distill.report.predictions import Predictions
+from distill.report.runs import Run, Runs, load_runs
+from distill.report.summary import summary_row
+
+FORMAT = "distill-report/1"
+CONVENTIONS = {
+    "ensemble_prediction": "the mean of the members' probabilities (never of their logits)",
+    "split": "every metric on the test split; the temperature of cNLL / cBrier / cECE is fitted on the validation "
+    "split (one per model, applied to the log of the averaged probabilities)",
+    "ece_bins": N_BINS,
+    "ood": "scores are higher for more in-distribution inputs; the in-distribution test split is the POSITIVE class "
+    "(AUROC, AUPR-In; AUPR-Out takes OOD as positive with the negated score; FPR@95 = OOD accepted at 95% "
+    "in-distribution recall)",
+    "ood_single_network": "ensemble-only scores (neg_mi) are constant for one network: null",
+    "dee": "deep-ensemble equivalent against sub-ensembles of the teacher's members (calibrated log-likelihood); "
+    "floored at 1 and capped at the teacher's size M (no extrapolation)",
+    "gain_share": "(model - baseline) / (teacher - baseline): 1 = keeps the whole teacher gain, 0 = no better than "
+    "the baseline; null when the teacher's gain is ~0",
+    "members": "mean ± sample std (ddof=1) over the teacher's members, each evaluated as a model of its own",
+    "attribution": ATTRIBUTION_TARGET,
+    "corruption": "severity 0 = the same test images clean; each severity averages the corruptions",
+}
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _predict(runs: Runs, sets: list[OODSet], cfg: EvalCfg, device: torch.device) -> dict[str, Predictions]:
+    """Every model's logits on val, test and the OOD sets (the corruption sweep adds its sets later)."""
+    s = runs.splits
+    preds = {}
+    for run in runs.all:
+        p = preds[run.key] = Predictions(run.model, cfg.batch_size, device)
+        p.logits("val", s.val_x)
+        p.logits("test", s.test_x)
+        for o in sets:
+            p.logits(o.key, o.x)
+    return preds
+
+
+@dataclasses.dataclass
+class Measure:
+    """What measuring one model needs besides its predictions."""
+
+    ref: Reference
+    sets: list[OODSet]
+    scores: list[str]
+    corruptions: list[str]
+    severities: list[int]
+    corruption_y: torch.Tensor | None  # labels of the swept images; None when the sweep is off
+
+    def __call__(self, src: Source) -> dict[str, Any]:
+        corr = None
+        if self.corruption_y is not None:
+            corr = corruption_results(src, self.corruption_y, self.corruptions, self.severities)
+        return {
+            "metrics": model_metrics(src, self.ref),
+            "ood": ood_results(src, self.sets, self.scores),
+            "corruption": corr,
+        }
+
+
+def _with_best(results: dict[str, Any]) -> dict[str, Any]:
+    results["ood"]["best"] = best_score(results["ood"])
+    return results
+
+
+def _members_entry(teacher: Predictions, measure: Measure) -> dict[str, Any]:
+    per_member = [measure(teacher.member(m)) for m in range(teacher.size)]
+    mean, std = mean_std(per_member)
+    entry = {"role": "members", "kind": "members", "size": teacher.size, "path": None, **_with_best(mean)}
+    entry.update(diversity=None, perturbation=None, std=std, per_member=[r["metrics"] for r in per_member])
+    return entry
+
+
+def _run_entry(run: Run, preds: Predictions, measure: Measure, cfg: EvalCfg, runs: Runs, notes: list) -> dict:
+    entry = {"role": run.role, "kind": run.kind, "size": run.size, "path": str(run.path), **_with_best(measure(preds))}
+    div = None
+    if run.size > 1:
+        s = runs.splits
+        div, more = diversity(run.model, preds, s.test_x, s.test_y, cfg.diversity_images, cfg.batch_size)
+        notes += [f"{run.key}: {n}" for n in more]
+    perturb = perturbation_summary(run.summary) if run.role == "student" else None
+    if run.role == "student" and perturb is None:
+        notes.append(f"{run.key}: no perturbation statistics in {run.path / 'summary.json'}.")
+    entry.update(diversity=div, perturbation=perturb, std=None, per_member=None)
+    return entry
+
+
+def _dataset(runs: Runs) -> dict[str, Any]:
+    s, data = runs.splits, runs.recipe.data
+    return {
+        "name": s.meta.name,
+        "num_classes": s.meta.num_classes,
+        "class_names": list(s.meta.class_names),
+        "size": list(s.meta.size),
+        "channels": s.meta.channels,
+        "val": len(s.val_y),
+        "test": len(s.test_y),
+        "split_seed": data.split_seed,
+        "holdout_classes": list(data.holdout_classes),
+    }
+
+
+def evaluate_runs(
+    teacher: Path, students: list[Path], single: Path | None, out: Path, cfg: EvalCfg | None = None
+) -> dict[str, Any]:
+    """Compare a teacher ensemble, its students and a single-model baseline on the teacher's data; write
+    ``out/report.json``, ``out/report.md`` and the PNG figures; return the report.
+
+    ``cfg`` defaults to the teacher's recipe's ``evaluate`` section. Without ``single``, the teacher's mean member
+    is the single-model baseline of the gain shares (and the report says so).
+    """
+    device = _device()
+    runs = load_runs(teacher, students, single, device)
+    cfg = cfg or runs.recipe.evaluate
+    check_scores(cfg.ood_scores)
+    names, severities = corruption_names(cfg.corruptions), check_severities(cfg.severities)
+    sets, notes = load_ood_sets(cfg.ood, runs.splits)
+    preds = _predict(runs, sets, cfg, device)
+    n_corr = min(cfg.corruption_limit, len(runs.splits.test_y))
+    swept = bool(names and severities and n_corr > 0)
+    if swept:
+        sweep(list(preds.values()), runs.splits.test_x[:n_corr], names, severities, cfg.batch_size)
+    else:
+        notes.append("corruption sweep off (evaluate.corruptions, severities or corruption_limit empty).")
+    ref = make_reference(preds["teacher"], runs.splits.val_y, runs.splits.test_y)
+    measure = Measure(
+        ref, sets, list(cfg.ood_scores), names, severities, runs.splits.test_y[:n_corr] if swept else None
+    )
+    models = {"members": _members_entry(preds["teacher"], measure)}
+    for run in runs.all:
+        models[run.key] = _run_entry(run, preds[run.key], measure, cfg, runs, notes)
+    order = ["members", *(["single"] if runs.single is not None else []), "teacher", *(r.key for r in runs.students)]
+    models = {k: models[k] for k in order}
+    reference = "single" if runs.single is not None else "members"
+    if runs.single is None:
+        notes.append("no single-model run given: the teacher's mean member is the single-model baseline.")
+    summary = {k: summary_row(e) for k, e in models.items()}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fig_files, fig_notes = make_figures(Context(models, preds, runs, sets, cfg, out))
+    report = {
+        "format": FORMAT,
+        "dataset": _dataset(runs),
+        "runs": {
+            "teacher": str(runs.teacher.path),
+            "single": str(runs.single.path) if runs.single else None,
+            "students": {r.key: str(r.path) for r in runs.students},
+        },
+        "reference": reference,
+        "config": dataclasses.asdict(cfg),
+        "conventions": CONVENTIONS,
+        "ood_sets": [{"name": s.name, "group": s.group, "images": len(s.x)} for s in sets],
+        "corruptions": {"names": names if swept else [], "severities": severities if swept else [], "images": n_corr},
+        "dee_curve": ref.curve,
+        "models": models,
+        "summary": summary,
+        "teacher_gain": teacher_gain(summary, reference),
+        "gain_share": gain_table(summary, reference, [r.key for r in runs.students]),
+        "figures": fig_files,
+        "notes": notes + fig_notes,
+    }
+    report = to_plain(report)
+    write_json(out / "report.json", report)
+    atomic_write_text(out / "report.md", render_markdown(report))
+    return report

@@ -1,0 +1,73 @@
+"""Robustness to corruptions: the CIFAR-10-C corruptions x severities on the first test images.
+
+Each corrupted set is made once and passed through every model (then only the logits are kept); severity 0 is
+the same images, clean. Per model and severity: accuracy, NLL and ECE of the averaged probabilities, averaged
+over the corruptions (and each corruption on its own).
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import torch
+from torch import Tensor
+
+from distill import UserError
+from distill.data.corruptions import CORRUPTIONS, corrupt
+from distill.metrics import accuracy, ece, nll
+from distill.report.evaluate import N_BINS, Source
+from distill.report.predictions import Predictions, mean_probs64
+
+MEASURES = ("acc", "nll", "ece")
+
+
+def corruption_names(names: list[str] | None) -> list[str]:
+    """``None``: all 15; otherwise the given names, checked."""
+    if names is None:
+        return list(CORRUPTIONS)
+    unknown = [n for n in names if n not in CORRUPTIONS]
+    if unknown:
+        raise UserError(f"evaluate.corruptions: unknown {unknown}; expected some of: {', '.join(CORRUPTIONS)}")
+    return list(names)
+
+
+def check_severities(severities: list[int]) -> list[int]:
+    bad = [s for s in severities if not 1 <= s <= 5]
+    if bad:
+        raise UserError(f"evaluate.severities: {bad} not in 1..5")
+    return sorted(set(severities))
+
+
+def key(name: str, severity: int) -> str:
+    return f"corrupt/{name}/{severity}"
+
+
+def corrupted(x: Tensor, name: str, severity: int, batch_size: int) -> Tensor:
+    """``x`` corrupted batch by batch (batch ``i`` seeded with ``i``: reproducible, independent noise)."""
+    return torch.cat(
+        [corrupt(x[i : i + batch_size], name, severity, seed=i // batch_size) for i in range(0, len(x), batch_size)]
+    )
+
+
+def sweep(preds: list[Predictions], x: Tensor, names: list[str], severities: list[int], batch_size: int) -> None:
+    """Fill every model's cache with its logits on every corrupted set."""
+    for name in names:
+        for sev in severities:
+            xc = corrupted(x, name, sev, batch_size)
+            for p in preds:
+                p.logits(key(name, sev), xc)
+
+
+def _measures(logits: Tensor, y: Tensor) -> dict[str, float]:
+    p = mean_probs64(logits)
+    return {"acc": accuracy(p, y), "nll": nll(p, y), "ece": ece(p, y, N_BINS)}
+
+
+def corruption_results(src: Source, y: Tensor, names: list[str], severities: list[int]) -> dict:
+    """``{"severity": {"0": clean, "1": mean over corruptions, ...}, "corruptions": {name: {"1": ..., ...}}}``,
+    each entry ``{acc, nll, ece}``; ``y`` are the labels of the images swept (the first ``len(y)`` test images)."""
+    per = {n: {str(s): _measures(src.logits(key(n, s)), y) for s in severities} for n in names}
+    by_sev = {"0": _measures(src.logits("test")[:, : len(y)], y)}
+    for s in severities:
+        by_sev[str(s)] = {m: statistics.fmean(per[n][str(s)][m] for n in names) for m in MEASURES}
+    return {"severity": by_sev, "corruptions": per}

@@ -1,0 +1,236 @@
+"""report.md: the report's numbers as markdown tables, the figures embedded by relative path, the conventions
+and the notes. Reads only the plain report dict (what report.json holds)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distill.report.evaluate import higher_is_better
+from distill.report.table import baseline_text, fmt, gain_rows, gap_rows
+
+Lines = list[str]
+DETECTION_HEAD = ["AUROC ↑", "AUPR-In ↑", "AUPR-Out ↑", "FPR@95 ↓"]
+
+
+def table(head: list[str], rows: list[list[str]]) -> Lines:
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    return [*out, *("| " + " | ".join(r) + " |" for r in rows), ""]
+
+
+def heading(title: str, text: str = "", level: int = 2) -> Lines:
+    return ["#" * level + " " + title, "", *([text, ""] if text else [])]
+
+
+def figure(report: dict, name: str, alt: str) -> Lines:
+    f = report["figures"].get(name)
+    return [f"![{alt}]({f})", ""] if f else []
+
+
+def label(key: str, e: dict) -> str:
+    return f"members (mean ± std of {e['size']})" if key == "members" else key
+
+
+def dig(tree: Any, *path: str) -> Any:
+    """``tree[p0][p1]...``, or None where a step is missing."""
+    for p in path:
+        tree = tree.get(p) if isinstance(tree, dict) else None
+    return tree
+
+
+def _std(e: dict, *path: str) -> dict:
+    """The members' std dict at ``path`` (empty for other models)."""
+    return dig(e.get("std"), *path) or {}
+
+
+def metric_rows(report: dict, cols: list[tuple[str, str]]) -> list[list[str]]:
+    rows = []
+    for key, e in report["models"].items():
+        std = _std(e, "metrics")
+        rows.append([label(key, e), *[fmt(e["metrics"].get(k), std.get(k)) for _, k in cols]])
+    return rows
+
+
+def _header(r: dict) -> Lines:
+    d = r["dataset"]
+    text = (
+        f"How much of the teacher ensemble did each student keep? Dataset **{d['name']}** ({d['num_classes']} "
+        f"classes; {d['val']} validation and {d['test']} test images; split seed {d['split_seed']})."
+    )
+    rows = [[label(k, e), e["role"], e["kind"], str(e["size"]), e["path"] or "-"] for k, e in r["models"].items()]
+    return [
+        *heading("Ensemble-to-student gap report", text, level=1),
+        *table(["model", "role", "kind", "M", "run"], rows),
+    ]
+
+
+def _summary(r: dict) -> Lines:
+    text = (
+        "Test split. cNLL / cECE: after temperature scaling (fitted on validation). OOD AUROC: the model's best "
+        "score, averaged over the OOD sets. Last column: accuracy at the top corruption severity."
+    )
+    lines = [*heading("Summary", text), *table(*gap_rows(r))]
+    if r["gain_share"]:
+        lines += [f"Share of the teacher's gain kept (baseline: {baseline_text(r)}):", "", *table(*gain_rows(r))]
+    return lines
+
+
+def _gain(r: dict) -> Lines:
+    if not r["gain_share"]:
+        return []
+    students = list(r["gain_share"])
+    text = (
+        f"`(student - baseline) / (teacher - baseline)`, the baseline being {baseline_text(r)}: 1 = the student keeps "
+        "the whole gain of the ensemble, 0 = no better than one network; '-' when the teacher gains ~0. Teacher gain: "
+        "the teacher's improvement over the baseline (positive = better; a share means little where it is not "
+        "clearly positive). Each student cell: its value (its share of the gain)."
+    )
+    base, teacher = r["summary"][r["reference"]], r["summary"]["teacher"]
+    rows = []
+    for k in teacher:
+        cells = [f"{fmt(r['summary'][s].get(k))} ({fmt(r['gain_share'][s].get(k), digits=2)})" for s in students]
+        arrow = "↑" if higher_is_better(k) else "↓"
+        rows.append([k, arrow, fmt(base.get(k)), fmt(teacher.get(k)), fmt(r["teacher_gain"].get(k)), *cells])
+    head = ["metric", "better", "baseline", "teacher", "teacher gain", *students]
+    return [*heading("Share of the teacher's gain kept", text), *table(head, rows)]
+
+
+def _calibration(r: dict) -> Lines:
+    cols = [("acc", "acc"), ("NLL", "nll"), ("Brier", "brier"), ("ECE", "ece"), ("T", "temperature")]
+    cols += [("cNLL", "cnll"), ("cBrier", "cbrier"), ("cECE", "cece")]
+    text = (
+        "T: the temperature fitted on validation, applied to the log of the averaged probabilities; ECE with "
+        f"{r['conventions']['ece_bins']} equal-width bins."
+    )
+    lines = [*heading("Accuracy and calibration", text), *table(["model", *[c for c, _ in cols]], metric_rows(r, cols))]
+    return [*lines, *figure(r, "reliability", "Reliability diagrams")]
+
+
+def _dee(r: dict) -> Lines:
+    curve = ", ".join(f"{k + 1}: {v:.4f}" for k, v in enumerate(r["dee_curve"]))
+    text = (
+        f"Calibrated test log-likelihood of sub-ensembles of the teacher's members (size: CLL) {curve}. "
+        "DEE floors at 1 and is capped at the teacher's size (flags)."
+    )
+    rows = []
+    for key, e in r["models"].items():
+        m = e["metrics"]
+        flags = ", ".join(f for f in ("floored", "capped") if m.get(f"dee_{f}")) or "-"
+        cll = None if m["cnll"] is None else -m["cnll"]
+        rows.append([label(key, e), fmt(cll), fmt(m["dee"], _std(e, "metrics").get("dee")), flags])
+    return [*heading("Deep-ensemble equivalent", text), *table(["model", "calibrated LL", "DEE", "flags"], rows)]
+
+
+def _fidelity(r: dict) -> Lines:
+    cols = [("top-1 agreement", "agreement"), ("KL(teacher ‖ model)", "kl_teacher")]
+    return [*heading("Fidelity to the teacher"), *table(["model", *[c for c, _ in cols]], metric_rows(r, cols))]
+
+
+def _ood_cell(e: dict, *path: str) -> str:
+    return fmt(dig(e["ood"], *path), dig(e.get("std"), "ood", *path))
+
+
+def _ood_table(r: dict, scores: list[str], *where: str) -> Lines:
+    rows = [[label(k, e), *[_ood_cell(e, *where, sc, "auroc") for sc in scores]] for k, e in r["models"].items()]
+    return table(["model", *scores], rows)
+
+
+def _ood(r: dict) -> Lines:
+    text = (
+        "AUROC with the in-distribution test split as the POSITIVE class (higher score = more in-distribution); "
+        "'-': a score meaningless for one network (ensemble-only)."
+    )
+    if not r["ood_sets"]:
+        return heading("OOD detection", "No OOD set was evaluated (see the notes).")
+    scores = r["config"]["ood_scores"]
+    lines = heading("OOD detection", text)
+    for s in r["ood_sets"]:
+        lines += [*heading(f"{s['name']} ({s['group']}, {s['images']} images)", level=3)]
+        lines += _ood_table(r, scores, "sets", s["name"])
+    for g in ("near", "far"):
+        if any(s["group"] == g for s in r["ood_sets"]):
+            lines += [*heading(f"Mean AUROC over the {g} sets", level=3), *_ood_table(r, scores, "groups", g)]
+    rows = []
+    for k, e in r["models"].items():
+        best = e["ood"]["best"]["score"]
+        for s in r["ood_sets"] if best else []:
+            cells = [_ood_cell(e, "sets", s["name"], best, m) for m in ("auroc", "aupr_in", "aupr_out", "fpr95")]
+            rows.append([label(k, e), best, s["name"], *cells])
+    lines += heading("Every detection metric, each model's best score", level=3)
+    lines += table(["model", "score", "OOD set", *DETECTION_HEAD], rows)
+    return [*lines, *figure(r, "ood_histograms", "OOD score histograms")]
+
+
+def _corruption(r: dict) -> Lines:
+    c = r["corruptions"]
+    if not c["names"]:
+        return []
+    sevs = ["0", *(str(s) for s in c["severities"])]
+    text = (
+        f"{len(c['names'])} corruptions ({', '.join(c['names'])}) on the first {c['images']} test images; each "
+        "severity averages the corruptions; severity 0 = the same images, clean."
+    )
+    lines = heading("Corruptions", text)
+    for measure, title in (("acc", "Accuracy"), ("nll", "NLL"), ("ece", "ECE")):
+        rows = []
+        for k, e in r["models"].items():
+            std = _std(e, "corruption", "severity")
+            by_sev = e["corruption"]["severity"]
+            rows.append([label(k, e), *[fmt(by_sev[s][measure], (std.get(s) or {}).get(measure)) for s in sevs]])
+        lines += [*heading(f"{title} by severity", level=3), *table(["model", *sevs], rows)]
+    top, models = sevs[-1], r["models"]
+    rows = [[n, *[fmt(e["corruption"]["corruptions"][n][top]["acc"]) for e in models.values()]] for n in c["names"]]
+    lines += heading(f"Accuracy per corruption at severity {top}", level=3)
+    lines += table(["corruption", *[label(k, e) for k, e in models.items()]], rows)
+    return [*lines, *figure(r, "corruption", "Accuracy vs corruption severity")]
+
+
+def _diversity(r: dict) -> Lines:
+    models = {k: e for k, e in r["models"].items() if e.get("diversity")}
+    if not models:
+        return []
+    pred = [("disagreement", "disagreement"), ("pairwise KL", "pairwise_kl"), ("MI", "mutual_information")]
+    pred += [("Q", "q_statistic"), ("double fault", "double_fault"), ("KW var", "kohavi_wolpert_variance")]
+    sim = [("attr cos", "cosine"), ("saliency cos", "saliency_cosine"), ("top-10% IoU", "iou_top")]
+    rows = []
+    for k, e in models.items():
+        d = e["diversity"]
+        cells = [fmt(d["prediction"].get(c)) for _, c in pred] + [fmt(d.get("cam_similarity"))]
+        rows.append([k, *cells, *[fmt(dig(d, "attribution", c)) for _, c in sim], fmt(d.get("cka"))])
+    n = next(iter(models.values()))["diversity"]["images"]
+    text = (
+        f"Prediction diversity on the test split; CAM, attribution and CKA similarities on the first {n} test images "
+        f"(lower = more diverse). Attribution: {r['conventions']['attribution']}; CKA: linear, of the input of each "
+        "member's last linear layer."
+    )
+    head = ["model", *[c for c, _ in pred], "CAM cos", *[c for c, _ in sim], "CKA"]
+    return [*heading("Diversity of the members", text), *table(head, rows), *figure(r, "cam_grid", "Grad-CAM")]
+
+
+def _perturbation(r: dict) -> Lines:
+    stats = {k: e["perturbation"] for k, e in r["models"].items() if e.get("perturbation")}
+    if not stats:
+        return []
+    cols = ["mi_clean", "mi_perturbed", "disagree_clean", "disagree_perturbed", "delta_rms"]
+    rows = [[k, *[fmt(v.get(c), digits=4) for c in cols], str(v.get("epochs"))] for k, v in stats.items()]
+    text = (
+        "From each student's training history (mean over epochs): the teacher's mutual information (nats) and "
+        "pairwise label disagreement on clean and perturbed inputs, and the perturbation's RMS size (pixels in [0, 1])."
+    )
+    lines = [*heading("The teacher's disagreement on the students' inputs", text)]
+    return [*lines, *table(["student", *cols, "epochs"], rows), *figure(r, "perturbation", "Teacher disagreement")]
+
+
+def _conventions(r: dict) -> Lines:
+    return [*heading("Conventions"), *(f"- **{k}**: {v}" for k, v in r["conventions"].items()), ""]
+
+
+def _notes(r: dict) -> Lines:
+    return [*heading("Notes"), *(f"- {n}" for n in r["notes"]), ""] if r["notes"] else []
+
+
+SECTIONS = [_header, _summary, _gain, _calibration, _dee, _fidelity, _ood, _corruption, _diversity, _perturbation]
+SECTIONS += [_conventions, _notes]
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    return "\n".join(line for section in SECTIONS for line in section(report)).rstrip() + "\n"

@@ -1,0 +1,117 @@
+"""Out-of-distribution detection: the OOD sets of the report, and every score x every set for one model.
+
+Convention (from :mod:`distill.metrics.ood`): a score is higher for inputs that look more in-distribution, and
+the in-distribution test split is the POSITIVE class: AUROC, AUPR-In (in-distribution positive), AUPR-Out (OOD
+positive, negated score) and FPR@95 (the fraction of OOD inputs accepted at 95% in-distribution recall).
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from distill import UserError
+from distill.data import LOADERS, Splits, load_ood
+from distill.metrics import OOD_SCORES, ood_metrics
+from distill.recipe import OODSetCfg
+from distill.report.evaluate import Source
+
+ENSEMBLE_ONLY = frozenset({"neg_mi", "neg_mutual_information"})
+"""Scores constant for one network (the members' mutual information is 0): reported as null for M = 1."""
+DETECTION = ("auroc", "aupr_in", "aupr_out", "fpr95")
+GROUPS = ("near", "far")
+
+
+@dataclass(frozen=True)
+class OODSet:
+    name: str
+    group: str  # "near" | "far"
+    x: Tensor  # uint8 images in the dataset's format
+
+    @property
+    def key(self) -> str:
+        return f"ood/{self.name}"
+
+
+def check_scores(names: list[str]) -> None:
+    unknown = [n for n in names if n not in OOD_SCORES]
+    if unknown:
+        raise UserError(f"evaluate.ood_scores: unknown {unknown}; expected some of: {', '.join(OOD_SCORES)}")
+
+
+def _load_one(cfg: OODSetCfg, splits: Splits) -> Tensor:
+    """The set's images; UserError (the reason) when they cannot be had."""
+    if cfg.name == "heldout":
+        if splits.heldout_x is None or len(splits.heldout_x) == 0:
+            raise UserError("no held-out classes (data.holdout_classes is empty)")
+        return splits.heldout_x
+    return load_ood(cfg.name, cfg.root, splits.meta)
+
+
+def load_ood_sets(cfgs: list[OODSetCfg], splits: Splits) -> tuple[list[OODSet], list[str]]:
+    """The OOD sets that can be loaded, and a note for each one skipped (e.g. its data root is missing).
+
+    An unknown dataset name is a mistake in the recipe: a UserError. With no sets configured, the held-out
+    classes (if any) are used as a near-OOD set.
+    """
+    notes = []
+    if not cfgs and splits.heldout_x is not None and len(splits.heldout_x):
+        cfgs = [OODSetCfg("heldout", group="near")]
+        notes.append("evaluate.ood is empty: the held-out classes (data.holdout_classes) are used as a near-OOD set.")
+    for c in cfgs:
+        if c.name != "heldout" and c.name not in LOADERS:
+            raise UserError(
+                f"evaluate.ood: unknown dataset '{c.name}'; expected 'heldout' or one of: {sorted(LOADERS)}"
+            )
+    sets: list[OODSet] = []
+    for c in cfgs:
+        name, n = c.name, 2
+        while any(s.name == name for s in sets):
+            name, n = f"{c.name}_{n}", n + 1
+        try:
+            sets.append(OODSet(name, c.group, _load_one(c, splits)))
+        except UserError as err:
+            notes.append(f"OOD set '{c.name}' skipped: {err}")
+    return sets, notes
+
+
+def scores(src: Source, score: str, key: str) -> Tensor | None:
+    """Score ``score`` of ``src`` on set ``key``, or None where it is meaningless (ensemble-only, M = 1)."""
+    if src.size == 1 and score in ENSEMBLE_ONLY:
+        return None
+    return OOD_SCORES[score](src.logits(key))
+
+
+def _mean(rows: list[dict | None]) -> dict | None:
+    if not rows or any(r is None for r in rows):
+        return None
+    return {k: statistics.fmean(r[k] for r in rows) for k in DETECTION}
+
+
+def ood_results(src: Source, sets: list[OODSet], score_names: list[str]) -> dict:
+    """``{"sets": {set: {score: metrics}}, "groups": {near|far: {score: mean metrics}}, "mean": {score: mean
+    metrics over all sets}}``; a metrics dict is ``{auroc, aupr_in, aupr_out, fpr95}`` or None."""
+    per_set: dict[str, dict] = {}
+    for s in sets:
+        row = {}
+        for score in score_names:
+            s_in, s_out = scores(src, score, "test"), scores(src, score, s.key)
+            row[score] = None if s_in is None or s_out is None else ood_metrics(s_in, s_out)
+        per_set[s.name] = row
+    groups = {
+        g: {score: _mean([per_set[s.name][score] for s in sets if s.group == g]) for score in score_names}
+        for g in GROUPS
+    }
+    mean = {score: _mean([per_set[s.name][score] for s in sets]) for score in score_names}
+    return {"sets": per_set, "groups": groups, "mean": mean}
+
+
+def best_score(results: dict) -> dict:
+    """The score with the highest AUROC averaged over the sets: ``{"score", "auroc"}`` (None when no sets)."""
+    valid = {k: v["auroc"] for k, v in results["mean"].items() if v is not None and v["auroc"] is not None}
+    if not valid:
+        return {"score": None, "auroc": None}
+    name = max(valid, key=lambda k: valid[k])
+    return {"score": name, "auroc": valid[name]}

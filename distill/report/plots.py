@@ -1,0 +1,131 @@
+"""Which figures the report draws, and from what: picks the models and numbers, then calls :mod:`figures`.
+
+Every figure is optional: one that has nothing to show (no OOD set, no student, the sweep turned off) is left out
+with a note, and its entry in ``report["figures"]`` is None.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distill.data import Splits
+from distill.models.ensemble import Ensemble
+from distill.recipe import EvalCfg
+from distill.report import figures
+from distill.report.diversity import member_cams
+from distill.report.ood import OODSet, best_score, scores
+from distill.report.predictions import Predictions, mean_probs64
+from distill.report.runs import Runs
+
+
+@dataclass
+class Context:
+    models: dict[str, Any]  # the report's model entries
+    preds: dict[str, Predictions]
+    runs: Runs
+    sets: list[OODSet]
+    cfg: EvalCfg
+    out: Path
+
+    @property
+    def splits(self) -> Splits:
+        return self.runs.splits
+
+
+def _reliability(c: Context, path: Path) -> str | None:
+    y = c.splits.test_y
+    baseline = (
+        ("single", c.preds["single"]) if "single" in c.preds else ("teacher member 1", c.preds["teacher"].member(0))
+    )
+    chosen = [("teacher", c.preds["teacher"]), baseline, *[(r.key, c.preds[r.key]) for r in c.runs.students]]
+    figures.reliability_figure([(name, mean_probs64(p.logits("test")), y) for name, p in chosen], path)
+    return None
+
+
+def _ood_score(c: Context) -> str:
+    return "msp" if "msp" in c.cfg.ood_scores else best_score(c.models["teacher"]["ood"])["score"]
+
+
+def _best_student(c: Context, score: str) -> str | None:
+    def auroc(key: str) -> float:
+        v = c.models[key]["ood"]["mean"].get(score)
+        return -1.0 if v is None else v["auroc"]
+
+    keys = [r.key for r in c.runs.students if auroc(r.key) >= 0]
+    return max(keys, key=auroc) if keys else None
+
+
+def _ood_histograms(c: Context, path: Path) -> str | None:
+    score = _ood_score(c) if c.sets else None
+    if score is None:
+        return "no OOD set to show: OOD score histograms left out."
+    models = ["teacher", *([s] if (s := _best_student(c, score)) else [])]
+    rows = []
+    for s in c.sets:
+        cols = []
+        for m in models:
+            src = c.preds[m]
+            auroc = c.models[m]["ood"]["sets"][s.name][score]["auroc"]
+            label = m if m == "teacher" else f"{m} (best student)"
+            cols.append((label, scores(src, score, "test").float(), scores(src, score, s.key).float(), auroc))
+        rows.append((s.name, cols))
+    figures.ood_histogram_figure(rows, score, path)
+    return None
+
+
+def _corruption(c: Context, path: Path) -> str | None:
+    if not any(e.get("corruption") for e in c.models.values()):
+        return "corruption sweep off: no corruption figure."
+    curves = []
+    for key, e in c.models.items():
+        sev = e["corruption"]["severity"]
+        std = (e.get("std") or {}).get("corruption")
+        label = f"members (mean ± std of {e['size']})" if key == "members" else key
+        std_acc = [std["severity"][k]["acc"] for k in sev] if std else None
+        curves.append((label, [int(k) for k in sev], [sev[k]["acc"] for k in sev], std_acc))
+    figures.corruption_figure(curves, path)
+    return None
+
+
+def _cam_grid(c: Context, path: Path) -> str | None:
+    teacher = c.runs.teacher.model
+    n = min(c.cfg.cam_images, len(c.splits.test_y))
+    if n <= 0 or not isinstance(teacher, Ensemble):
+        return "no Grad-CAM grid (evaluate.cam_images is 0, or the teacher is not a plain ensemble)."
+    x, y = c.splits.test_x[:n], c.splits.test_y[:n]
+    cams, pred = member_cams(teacher, x, y)
+    names = c.splits.meta.class_names or tuple(str(k) for k in range(c.splits.meta.num_classes))
+    titles = [f"true {names[int(a)]}\npred {names[int(b)]}" for a, b in zip(y, pred)]
+    figures.cam_grid_figure(x, cams, titles, path)
+    return None
+
+
+def _perturbation(c: Context, path: Path) -> str | None:
+    stats = {k: e["perturbation"] for k, e in c.models.items() if e.get("perturbation")}
+    if not stats:
+        return "no student logged perturbation statistics: no perturbation figure."
+    figures.perturbation_figure(stats, path)
+    return None
+
+
+DRAW = {
+    "reliability": _reliability,
+    "ood_histograms": _ood_histograms,
+    "corruption": _corruption,
+    "cam_grid": _cam_grid,
+    "perturbation": _perturbation,
+}
+
+
+def make_figures(c: Context) -> tuple[dict[str, str | None], list[str]]:
+    """Draw every figure into ``c.out``; returns ``{figure: file name or None}`` and notes on those left out."""
+    files: dict[str, str | None] = {}
+    notes = []
+    for name, draw in DRAW.items():
+        note = draw(c, c.out / f"{name}.png")
+        files[name] = None if note else f"{name}.png"
+        if note:
+            notes.append(note)
+    return files, notes

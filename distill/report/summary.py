@@ -1,0 +1,31 @@
+"""One flat row of numbers per model: the metric table, OOD AUROC (mean over sets, per score and for the model's
+best score) and corruption accuracy / NLL / ECE per severity. The gap table and the gain shares read these rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distill.report.evaluate import METRICS
+
+
+def summary_row(entry: dict[str, Any]) -> dict[str, float | None]:
+    """``acc, nll, ...``, ``ood_auroc/<score>``, ``ood_auroc/best``, ``corruption_<acc|nll|ece>/s<severity>``."""
+    row: dict[str, float | None] = {k: entry["metrics"].get(k) for k in METRICS}
+    ood = entry.get("ood")
+    if ood is not None:
+        for score, v in ood["mean"].items():
+            row[f"ood_auroc/{score}"] = None if v is None else v["auroc"]
+        row["ood_auroc/best"] = ood["best"]["auroc"]
+    corruption = entry.get("corruption")
+    if corruption is not None:
+        for measure in ("acc", "nll", "ece"):
+            for sev, v in corruption["severity"].items():
+                row[f"corruption_{measure}/s{sev}"] = v[measure]
+    return row
+
+
+def top_severity(report: dict[str, Any]) -> str | None:
+    """The largest severity swept (as a string key), or None when the sweep was off."""
+    sevs = report["corruptions"]["severities"]
+    return str(max(sevs)) if sevs and report["corruptions"]["names"] else None

@@ -1,0 +1,227 @@
+"""The gap report: every model and metric in report.json, the gain share by hand, report.md, the figures, notes
+for missing OOD data, and refusing runs trained on other data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill import UserError
+from distill.recipe import EvalCfg, OODSetCfg, recipe_from_dict
+from distill.report import evaluate_runs, format_gap_table, gain_share
+from distill.report.evaluate import METRICS
+from distill.report.gain import gain_table, teacher_gain
+from distill.report.members import mean_std
+from distill.report.ood import DETECTION
+from distill.report.perturbation import STATS, perturbation_summary
+from distill.train import train_ensemble, train_student
+
+STUDENTS = ("confods", "be")
+MODELS = ("members", "single", "teacher", *STUDENTS)
+FIGURES = ("reliability", "ood_histograms", "corruption", "cam_grid", "perturbation")
+SCORES = ["msp", "max_logit", "neg_entropy", "neg_mi"]
+
+
+def _recipe() -> dict:
+    train = {"epochs": 1, "batch_size": 32, "optim": {"lr": 0.05}}
+    ens = {"arch": "tiny_cnn", "members": 2, "objective": {"name": "de"}, "train": train}
+    student = {"arch": "tiny_cnn", "train": train}
+    return {
+        "seed": 0,
+        "data": {"name": "digits", "limit_train": 160, "holdout_classes": [8, 9]},
+        "teacher": ens,
+        "single": {**ens, "members": 1},
+        "students": [
+            {**student, "name": "confods", "perturb": {"name": "confods"}},
+            {**student, "name": "be", "kind": "batchensemble", "perturb": {"name": "gaussian"}},
+        ],
+        "run": {"progress": False},
+    }
+
+
+CFG = EvalCfg(
+    ood=[OODSetCfg("heldout", group="near"), OODSetCfg("mnist", root="/nonexistent/mnist", group="far")],
+    ood_scores=SCORES,
+    corruptions=["gaussian_noise", "contrast"],
+    severities=[1, 5],
+    corruption_limit=100,
+    cam_images=4,
+    diversity_images=64,
+    batch_size=256,
+)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("report_runs")
+    recipe = recipe_from_dict(_recipe())
+    train_ensemble(recipe, root / "teacher")
+    train_ensemble(recipe, root / "single", section="single")
+    for name in STUDENTS:
+        train_student(recipe, root / "teacher", root / name, name=name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(runs, tmp_path_factory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("report")
+    rep = evaluate_runs(runs / "teacher", [runs / s for s in STUDENTS], runs / "single", out, CFG)
+    return rep, out
+
+
+def _strict_json(path: Path) -> dict:
+    def no_nan(c: str) -> None:
+        raise AssertionError(f"report.json holds {c}")
+
+    return json.loads(path.read_text(), parse_constant=no_nan)
+
+
+def test_report_json_has_every_model_and_metric(report):
+    rep, out = report
+    data = _strict_json(out / "report.json")
+    assert data == rep
+    assert list(data["models"]) == list(MODELS)
+    assert data["reference"] == "single"
+    sevs = ["0", "1", "5"]
+    for key in MODELS:
+        e = data["models"][key]
+        assert set(METRICS) <= set(e["metrics"]), key
+        assert all(e["metrics"][k] is not None for k in METRICS), key
+        for score in SCORES:
+            cell = e["ood"]["sets"]["heldout"][score]
+            if score == "neg_mi" and (e["size"] == 1 or key == "members"):  # each member is one network
+                assert cell is None, (key, score)
+            else:
+                assert set(cell) == set(DETECTION) and 0 <= cell["auroc"] <= 1, (key, score)
+        assert e["ood"]["groups"]["far"]["msp"] is None and e["ood"]["groups"]["near"]["msp"] is not None
+        assert e["ood"]["best"]["score"] in SCORES
+        assert list(e["corruption"]["severity"]) == sevs
+        assert set(e["corruption"]["corruptions"]) == {"gaussian_noise", "contrast"}
+        assert set(data["summary"][key]) >= {"acc", "cnll", "dee", "ood_auroc/best", "corruption_acc/s5"}
+    members, teacher = data["models"]["members"], data["models"]["teacher"]
+    per = [m["acc"] for m in members["per_member"]]
+    assert members["metrics"]["acc"] == pytest.approx(sum(per) / 2)
+    assert members["std"]["metrics"]["acc"] == pytest.approx(abs(per[0] - per[1]) / 2**0.5)
+    assert teacher["metrics"]["agreement"] == 1.0 and teacher["metrics"]["kl_teacher"] == pytest.approx(0, abs=1e-9)
+    assert teacher["metrics"]["dee"] == pytest.approx(2.0)  # the full ensemble is its own curve's end
+    assert len(data["dee_curve"]) == 2
+    for key in ("teacher", "be"):  # multi-member models get the diversity measures
+        div = data["models"][key]["diversity"]
+        assert set(div["prediction"]) >= {"disagreement", "mutual_information", "q_statistic"}
+        assert div["cka"] is not None and div["attribution"]["cosine"] is not None
+    assert data["models"]["teacher"]["diversity"]["cam_similarity"] is not None
+    assert data["models"]["be"]["diversity"]["cam_similarity"] is None  # BatchEnsemble: skipped, with a note
+    assert any("be:" in n and "Grad-CAM" in n for n in data["notes"])
+    assert data["models"]["single"]["diversity"] is None and data["models"]["confods"]["diversity"] is None
+    for s in STUDENTS:
+        assert set(data["models"][s]["perturbation"]) >= set(STATS)
+        assert set(data["gain_share"][s]) == set(data["summary"]["teacher"])
+        assert data["gain_share"][s]["ood_auroc/neg_mi"] is None  # no single-model value
+    assert data["models"]["teacher"]["perturbation"] is None
+
+
+def test_gain_share_by_hand():
+    assert gain_share(0.95, 0.90, 1.00) == pytest.approx(0.5)  # higher is better: half the gain kept
+    assert gain_share(0.30, 0.40, 0.20) == pytest.approx(0.5)  # lower is better: the same formula
+    assert gain_share(0.20, 0.40, 0.20) == pytest.approx(1.0)
+    assert gain_share(0.40, 0.40, 0.20) == pytest.approx(0.0)
+    assert gain_share(0.50, 0.40, 0.20) == pytest.approx(-0.5)  # worse than the single model
+    assert gain_share(0.9, 0.8, 0.8) is None  # the teacher gains nothing
+    assert gain_share(0.9, 0.8, 0.8 + 1e-9) is None  # ... or ~nothing
+    assert gain_share(None, 0.8, 0.9) is None and gain_share(0.9, float("nan"), 0.8) is None
+    summary = {
+        "teacher": {"acc": 0.9, "nll": 0.2, "neg_mi": 0.8},
+        "single": {"acc": 0.8, "nll": 0.4, "neg_mi": None},
+        "s": {"acc": 0.88, "nll": 0.25, "neg_mi": 0.7},
+    }
+    shares = gain_table(summary, "single", ["s"])["s"]
+    assert shares["acc"] == pytest.approx(0.8) and shares["nll"] == pytest.approx(0.75) and shares["neg_mi"] is None
+    assert teacher_gain(summary, "single") == pytest.approx({"acc": 0.1, "nll": 0.2, "neg_mi": None})
+
+
+def test_members_mean_std_by_hand():
+    mean, std = mean_std(
+        [{"a": 1.0, "b": {"c": 2.0, "f": True}, "n": None}, {"a": 3.0, "b": {"c": 2.0, "f": False}, "n": 1.0}]
+    )
+    assert mean == {"a": 2.0, "b": {"c": 2.0, "f": True}, "n": None}
+    assert std["a"] == pytest.approx(2**0.5) and std["b"]["c"] == 0.0 and std["n"] is None
+
+
+def test_perturbation_summary_means_over_epochs():
+    hist = [
+        {"perturb/mi_clean": 0.1, "perturb/mi_perturbed": 0.3},
+        {"perturb/mi_clean": 0.3, "perturb/mi_perturbed": 0.5},
+    ]
+    s = perturbation_summary({"history": hist})
+    assert s["mi_clean"] == pytest.approx(0.2) and s["mi_perturbed"] == pytest.approx(0.4) and s["delta_rms"] is None
+    assert perturbation_summary({"history": [{"loss": 1.0}]}) is None and perturbation_summary(None) is None
+
+
+def test_markdown_mentions_every_model_and_figure(report):
+    rep, out = report
+    md = (out / "report.md").read_text()
+    for key in ("members (mean ± std of 2)", "single", "teacher", *STUDENTS):
+        assert f"| {key} |" in md, key
+    for f in FIGURES:
+        assert f"]({f}.png)" in md
+    assert "POSITIVE" in md and "validation" in md and "floors at 1" in md
+    assert "'mnist' skipped" in md
+
+
+def test_every_figure_is_a_nonempty_png(report):
+    rep, out = report
+    assert rep["figures"] == {f: f"{f}.png" for f in FIGURES}
+    for f in FIGURES:
+        data = (out / f"{f}.png").read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000, f
+
+
+def test_missing_ood_root_is_a_note_not_a_crash(report):
+    rep, _ = report
+    assert [s["name"] for s in rep["ood_sets"]] == ["heldout"]
+    assert any("'mnist' skipped" in n and "/nonexistent/mnist" in n for n in rep["notes"])
+
+
+def test_gap_table_has_a_row_per_model(report):
+    rep, _ = report
+    text = format_gap_table(rep)
+    lines = text.splitlines()
+    assert lines[0].split()[:4] == ["model", "acc", "NLL", "cNLL"] and "OOD AUROC" in lines[0] and "acc@s5" in lines[0]
+    for key in ("members (2)", "single", "teacher", *STUDENTS):
+        assert any(line.startswith(key) for line in lines), key
+    assert "±" in lines[1] and "share of the teacher's gain kept" in text
+
+
+def test_student_on_other_data_is_refused(runs, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(runs / "confods", bad)
+    info = json.loads((bad / "model.json").read_text())
+    info["recipe"]["data"]["split_seed"] = 7
+    (bad / "model.json").write_text(json.dumps(info))
+    with pytest.raises(UserError, match=r"other data than the teacher: data.split_seed 7 vs 0"):
+        evaluate_runs(runs / "teacher", [bad], None, tmp_path / "out", CFG)
+    info["recipe"]["data"]["split_seed"] = 0
+    info["meta"]["num_classes"] = 10
+    (bad / "model.json").write_text(json.dumps(info))
+    with pytest.raises(UserError, match=r"--single .*meta.num_classes 10 vs 8"):
+        evaluate_runs(runs / "teacher", [], bad, tmp_path / "out", CFG)
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_single_the_mean_member_is_the_baseline(runs, tmp_path):
+    cfg = EvalCfg(ood=[], ood_scores=["msp"], corruptions=[], cam_images=2, diversity_images=32)
+    rep = evaluate_runs(runs / "teacher", [runs / "confods"], None, tmp_path, cfg)
+    assert rep["reference"] == "members" and list(rep["models"]) == ["members", "teacher", "confods"]
+    assert any("mean member is the single-model baseline" in n for n in rep["notes"])
+    assert any("held-out classes" in n for n in rep["notes"])  # no OOD set given: heldout used
+    assert rep["corruptions"]["names"] == [] and rep["models"]["teacher"]["corruption"] is None
+    assert rep["figures"]["corruption"] is None and (tmp_path / "reliability.png").stat().st_size > 0
+    s = rep["summary"]
+    expected = (s["confods"]["cnll"] - s["members"]["cnll"]) / (s["teacher"]["cnll"] - s["members"]["cnll"])
+    assert rep["gain_share"]["confods"]["cnll"] == pytest.approx(expected)
+    assert "teacher's mean member" in format_gap_table(rep)
