@@ -13,14 +13,14 @@ def _block(cin: int, cout: int, k: int = 3) -> nn.Sequential:
 
 
 class SmallCNN(nn.Module):
-    """Three 3x3 conv-BN-ReLU blocks (a 2x2 max-pool after the second when the input is 16 px or more),
+    """Three 3x3 conv-BN-ReLU blocks (a 2x2 max-pool after the first when the input is 16 px or more),
     global average pooling and a linear head. Grad-CAM layer: the third block's output (8x8 on digits,
-    so one border pixel can be cropped and a 6x6 map remains)."""
+    so one border pixel can be cropped and a 6x6 map remains; 14x14 on MNIST)."""
 
     def __init__(self, channels: int, num_classes: int, size: tuple[int, int], width: int = 32) -> None:
         super().__init__()
         pool = nn.MaxPool2d(2) if min(size) >= 16 else nn.Identity()
-        self.features = nn.Sequential(_block(channels, width), _block(width, 2 * width), pool)
+        self.features = nn.Sequential(_block(channels, width), pool, _block(width, 2 * width))
         self.cam_layer = _block(2 * width, 2 * width)
         self.head = nn.Linear(2 * width, num_classes)
 
