@@ -69,6 +69,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--single", type=Path, help="single-model baseline run directory")
     p.add_argument("--out", required=True, type=Path, help="where report.json, report.md and figures go")
 
+    p = sub.add_parser("analyze", help="why ensembles work: loss landscape (Fort et al.) and design diversity")
+    asub = p.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
+    a = asub.add_parser("landscape", help="weight/function similarity, t-SNE, subspace samplers, diversity plane")
+    a.add_argument(
+        "--teacher",
+        required=True,
+        type=Path,
+        help="teacher run (train it with teacher.record_trajectory=true and record_weights=true)",
+    )
+    a.add_argument("--out", required=True, type=Path)
+    a = asub.add_parser("diversity", help="diversity metrics of a population of ensembles vs accuracy/robustness")
+    a.add_argument("--teachers", required=True, nargs="+", type=Path, help="teacher run directories")
+    a.add_argument("--out", required=True, type=Path)
+
+    p = sub.add_parser("bench", help="speed benchmark: step times, ratios, latency, memory")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--model", help="architecture to time (default: small_cnn on CPU, resnet18 on CUDA)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test in seconds")
+
     p = sub.add_parser("export", help="write a run's model as a file that runs with plain PyTorch")
     p.add_argument("run", type=Path, help="run directory (teacher, student or single)")
     p.add_argument(
@@ -122,6 +142,23 @@ def main(argv: list[str] | None = None) -> int:
 
             report = evaluate_runs(args.teacher, args.students, args.single, args.out)
             print(format_gap_table(report))
+            return 0
+        if args.command == "analyze":
+            if args.analysis == "landscape":
+                from distill.analysis import analyze_landscape
+
+                analyze_landscape(args.teacher, args.out)
+            else:
+                from distill.analysis import analyze_diversity
+
+                analyze_diversity(args.teachers, args.out)
+            print(f"wrote {args.out}")
+            return 0
+        if args.command == "bench":
+            from distill.bench import run_bench
+
+            result = run_bench(device=args.device, model=args.model, out=args.out, quick=args.quick)
+            print((args.out / "bench.md").read_text() if (args.out / "bench.md").exists() else result)
             return 0
         if args.command == "export":
             from distill.export import export

@@ -71,6 +71,10 @@ class TeacherCfg:
     members: int = 4
     objective: dict[str, Any] = field(default_factory=lambda: {"name": "de"})
     train: TrainCfg = TrainCfg()
+    # Fort et al. analyses: each epoch, members' softmax outputs on a fixed validation subset (and weights)
+    record_trajectory: bool = False
+    record_weights: bool = False
+    trajectory_images: int = 500
 
 
 @dataclass(frozen=True)

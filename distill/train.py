@@ -63,8 +63,12 @@ def train_ensemble(
     section: str = "teacher",
     resume: bool = False,
     stop_after: int | None = None,
+    epoch_callbacks: list | None = None,
 ) -> dict[str, Any]:
-    """Train the recipe's ``teacher`` (or ``single``) section into ``out``; return its summary."""
+    """Train the recipe's ``teacher`` (or ``single``) section into ``out``; return its summary.
+
+    ``epoch_callbacks``: extra ``(epoch, model, run_dir)`` callables run after each epoch (see ``FitSetup``), e.g.
+    :class:`distill.analysis.trajectory.TrajectoryRecorder`."""
     cfg: TeacherCfg | None = getattr(recipe, section)
     if cfg is None:
         raise UserError(f"--recipe: no '{section}' section in the recipe")
@@ -76,6 +80,13 @@ def train_ensemble(
         if recipe.data.outlier is None:
             raise UserError(f"{section}.objective: '{cfg.objective.get('name')}' needs data.outlier")
         outlier_x = load_ood(recipe.data.outlier, recipe.data.outlier_root, splits.meta)
+    callbacks = list(epoch_callbacks or [])
+    if cfg.record_trajectory:
+        from distill.analysis.trajectory import TrajectoryRecorder
+
+        callbacks.append(TrajectoryRecorder.from_splits(splits, cfg.trajectory_images, cfg.record_weights))
+    elif cfg.record_weights:
+        raise UserError(f"{section}.record_weights: needs {section}.record_trajectory: true")
     torch.manual_seed(recipe.seed)
     model = build_model(spec, splits.meta)
     info = {
@@ -97,6 +108,7 @@ def train_ensemble(
         outlier_x=outlier_x,
         resume=resume,
         stop_after=stop_after,
+        epoch_callbacks=callbacks,
     )
     summary = fit(model, objective, setup)
     if "stopped_after" in summary:

@@ -1,0 +1,127 @@
+"""Shared by the analyses: loading a run with its data, predicting one network at a time, corrupted test sets,
+scores, and JSON that stays valid (NaN -> null)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from distill import UserError
+from distill.checkpoint import atomic_write_text, load_model
+from distill.data.base import Splits
+from distill.metrics import accuracy, brier, nll
+from distill.models.ensemble import Ensemble
+from distill.predict import predict_logits
+from distill.recipe import DataCfg, build
+
+_SPLITS_CACHE: dict[str, Splits] = {}
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_run(run_dir: Path) -> tuple[nn.Module, dict[str, Any], DataCfg]:
+    """A run's selected model (eval mode, CPU), its ``model.json`` and the data section of its recipe."""
+    model, info = load_model(run_dir)
+    try:
+        data = build(DataCfg, info["recipe"]["data"], "data")
+    except (KeyError, TypeError):
+        raise UserError(f"{run_dir / 'model.json'}: no recipe.data; cannot rebuild the run's data splits") from None
+    return model, info, data
+
+
+def run_splits(data: DataCfg) -> Splits:
+    """The run's splits (cached per data section: a population of runs shares one dataset)."""
+    from distill.train import load_splits
+
+    key = json.dumps(data.__dict__, sort_keys=True, default=str)
+    if key not in _SPLITS_CACHE:
+        _SPLITS_CACHE[key] = load_splits(data)
+    return _SPLITS_CACHE[key]
+
+
+@torch.no_grad()
+def member_probs(net: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 512) -> torch.Tensor:
+    """Softmax outputs ``(N, K)`` of one network (an ensemble member) on uint8 images ``x`` (eval mode)."""
+    return predict_logits(Ensemble([net]), x, batch_size=batch_size, device=device)[0].softmax(-1)
+
+
+def corruption_set(
+    x: torch.Tensor, names: list[str] | None, severities: list[int], seed: int = 0
+) -> tuple[torch.Tensor, list[tuple[str, int]]]:
+    """Every (corruption, severity) of uint8 images ``x``, concatenated: ``(S * N, C, H, W)`` and the S keys."""
+    from distill.data.corruptions import CORRUPTIONS, corrupt
+
+    names = list(CORRUPTIONS) if names is None else list(names)
+    keys = [(n, s) for n in names for s in severities]
+    if not keys or len(x) == 0:
+        return x[:0], []
+    return torch.cat([corrupt(x, n, s, seed=seed) for n, s in keys]), keys
+
+
+def scores(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Accuracy, NLL and Brier score of a predictive distribution ``(N, K)``."""
+    return {"acc": accuracy(probs, labels), "nll": nll(probs, labels), "brier": brier(probs, labels)}
+
+
+def corruption_scores(probs: torch.Tensor, labels: torch.Tensor, keys: list[tuple[str, int]]) -> dict[str, Any]:
+    """``probs (S * N, K)`` on :func:`corruption_set` -> scores per corruption and severity, per severity (mean
+    over corruptions) and overall (mean over both)."""
+    if not keys:
+        return {}
+    n = len(labels)
+    per = {}
+    for i, (name, sev) in enumerate(keys):
+        per.setdefault(name, {})[str(sev)] = scores(probs[i * n : (i + 1) * n], labels)
+    severities = sorted({s for _, s in keys})
+    by_sev = {
+        str(s): {m: float(np.mean([per[name][str(s)][m] for name in per])) for m in ("acc", "nll", "brier")}
+        for s in severities
+    }
+    overall = {m: float(np.mean([v[m] for d in per.values() for v in d.values()])) for m in ("acc", "nll", "brier")}
+    return {"mean": overall, "severity": by_sev, "corruption": per}
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON data: tensors and arrays to lists, NaN and infinities to None."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return jsonable(obj.tolist())
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, np.integer, np.bool_)):
+        return jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(jsonable(data), indent=2, allow_nan=False))
+
+
+@dataclass
+class FigureList:
+    """The figures an analysis wrote, relative to its output folder."""
+
+    out: Path
+    names: list[str]
+
+    def save(self, fig, name: str) -> None:
+        fig.savefig(self.out / name, dpi=120)
+        self.names.append(name)

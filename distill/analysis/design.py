@@ -1,0 +1,274 @@
+"""Design diversity of a population of ensembles and what it buys (Rosales, Munoz & Paulitsch 2023, "Assessing
+the Impact of Diversity on the Resilience of Deep Learning Ensembles", ICCV 2023 workshops; arXiv 2303.09283).
+
+For every teacher run, on its test split:
+
+* prediction diversity (:func:`distill.metrics.prediction_diversity`): disagreement, pairwise KL, mutual
+  information, and the oracle measures of Kuncheva & Whitaker (oracle disagreement, Q statistic, correlation,
+  double fault, Kohavi-Wolpert variance);
+* attribution similarity on the first ``diversity_images`` test images: the members' input gradients of the true
+  class's logit (vanilla-gradient saliency, Simonyan et al. 2014) compared by
+  :func:`distill.metrics.attribution_similarity` (signed cosine, saliency-map cosine, IoU of the top 10% pixels),
+  and the SDDE Grad-CAM cosine (:func:`distill.saliency.mean_cam_similarity`);
+* activation similarity: mean pairwise linear CKA (:func:`distill.metrics.mean_pairwise_cka`) of the members'
+  Grad-CAM feature maps (flattened), on the same images;
+* accuracy, NLL and Brier of the ensemble (mean of member probabilities) and its members' mean accuracy;
+* corruption resilience on the first ``corruption_limit`` test images: the ensemble's accuracy averaged over every
+  corruption and severity (``corrupt_acc``), and its drop from the clean accuracy on the same images
+  (``corrupt_drop``); also per severity.
+
+Similarities (``grad_cosine``, ``saliency_cosine``, ``iou_top``, ``cam_similarity``, ``cka``, ``q_statistic``,
+``correlation``, ``double_fault``) are reported as they are: higher means *less* diverse. Then every diversity
+measure is correlated with every target (Pearson's r and Spearman's rho with their two-sided p-values, scipy)
+across the population. Writes ``diversity.json``, ``diversity.md`` and ``scatter_<target>.png``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from distill import UserError
+from distill.analysis.common import (
+    FigureList,
+    corruption_scores,
+    corruption_set,
+    jsonable,
+    load_run,
+    pick_device,
+    run_splits,
+    scores,
+    write_json,
+)
+from distill.checkpoint import atomic_write_text
+from distill.metrics import accuracy, attribution_similarity, mean_pairwise_cka, prediction_diversity
+from distill.models.ensemble import eval_mode, mean_probs
+from distill.predict import predict_logits
+from distill.saliency import mean_cam_similarity
+
+PREDICTION = (
+    "disagreement",
+    "pairwise_kl",
+    "mutual_information",
+    "oracle_disagreement",
+    "q_statistic",
+    "correlation",
+    "double_fault",
+    "kohavi_wolpert_variance",
+)
+ATTRIBUTION = ("grad_cosine", "saliency_cosine", "iou_top", "cam_similarity")
+ACTIVATION = ("cka",)
+MEASURES = PREDICTION + ATTRIBUTION + ACTIVATION
+TARGETS = ("acc", "nll", "corrupt_acc", "corrupt_drop")
+
+DEFAULTS: dict[str, Any] = {
+    "names": None,  # one label per run (default: the run directory's name, or parent/name when names clash)
+    "diversity_images": 500,
+    "corruptions": None,  # None: all 15; [] skips the corruption sweep
+    "severities": (1, 2, 3, 4, 5),
+    "corruption_limit": 1000,
+    "top_frac": 0.1,  # attribution IoU: the top fraction of pixels
+    "seed": 0,
+    "device": None,
+    "batch_size": 512,
+}
+
+
+def _options(opts: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(opts) - set(DEFAULTS))
+    if unknown:
+        raise UserError(f"analyze_diversity: unknown option {unknown[0]!r}; expected one of: {', '.join(DEFAULTS)}")
+    o = {**DEFAULTS, **opts}
+    o["severities"] = [int(s) for s in o["severities"]]
+    o["corruptions"] = None if o["corruptions"] is None else list(o["corruptions"])
+    return o
+
+
+def _names(dirs: list[Path], names: list[str] | None) -> list[str]:
+    if names is not None:
+        if len(names) != len(dirs) or len(set(names)) != len(names):
+            raise UserError(f"names: need {len(dirs)} distinct names, got {names}")
+        return list(names)
+    short = [d.name for d in dirs]
+    if len(set(short)) == len(short):
+        return short
+    return [f"{d.parent.name}/{d.name}" if short.count(d.name) > 1 else d.name for d in dirs]
+
+
+def attribution_and_activation(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+    top_frac: float = 0.1,
+    batch_size: int = 128,
+) -> dict[str, float]:
+    """Input-gradient attribution similarity, Grad-CAM similarity and feature CKA of the members on uint8 ``x``.
+
+    Gradients are taken batch by batch (their similarities are means over samples, so batches combine by
+    weight); CKA is not a mean over samples, so the features of all images are gathered first (on the CPU)."""
+    m = model.size
+    sums = {"cosine": 0.0, "saliency_cosine": 0.0, "iou_top": 0.0}
+    feats: list[list[torch.Tensor]] = [[] for _ in range(m)]
+    with eval_mode(model), torch.enable_grad():
+        for i in range(0, len(x), batch_size):
+            xf = x[i : i + batch_size].to(device).float().div(255)
+            yb = y[i : i + batch_size].to(device)
+            xm = xf.unsqueeze(0).expand(m, *xf.shape).clone().requires_grad_(True)  # one copy per member
+            logits, fb = model(xm)  # (M, B, K), M x (B, C, H, W)
+            target = logits.gather(2, yb.view(1, -1, 1).expand(m, -1, 1)).sum()  # true-class logits
+            (grads,) = torch.autograd.grad(target, xm)
+            att = attribution_similarity(grads.detach().cpu(), top_frac)
+            for k in sums:
+                sums[k] += att[k] * len(yb)
+            for j, f in enumerate(fb):
+                feats[j].append(f.detach().flatten(1).cpu())
+    n = len(x)
+    out = {"grad_cosine": sums["cosine"] / n, "saliency_cosine": sums["saliency_cosine"] / n}
+    out["iou_top"] = sums["iou_top"] / n
+    out["cka"] = mean_pairwise_cka([torch.cat(f) for f in feats]) if m > 1 else float("nan")
+    out["cam_similarity"] = mean_cam_similarity(model, x, y) if m > 1 else float("nan")
+    return out
+
+
+def evaluate_run(run_dir: Path, o: dict[str, Any]) -> dict[str, Any]:
+    """Diversity, accuracy and corruption resilience of one teacher run (see the module docstring)."""
+    model, info, data_cfg = load_run(run_dir)
+    device = pick_device(o["device"])
+    model.to(device)
+    splits = run_splits(data_cfg)
+    x, y = splits.test_x, splits.test_y
+    logits = predict_logits(model, x, batch_size=o["batch_size"], device=device)  # (M, N, K)
+    probs = logits.softmax(-1)
+    row: dict[str, Any] = {
+        "run": str(run_dir),
+        "members": int(probs.shape[0]),
+        "archs": (info.get("spec") or {}).get("archs"),
+        "objective": info.get("objective"),
+        **scores(mean_probs(logits), y),
+        "member_acc_mean": float(np.mean([accuracy(p, y) for p in probs])),
+    }
+    row.update(prediction_diversity(probs, y))
+    n = min(o["diversity_images"], len(y))
+    row.update(attribution_and_activation(model, x[:n], y[:n], device, o["top_frac"]))
+    n_c = min(o["corruption_limit"], len(y))
+    xc, keys = corruption_set(x[:n_c], o["corruptions"], o["severities"], o["seed"])
+    if keys:
+        pc = mean_probs(predict_logits(model, xc, batch_size=o["batch_size"], device=device))
+        corr = corruption_scores(pc, y[:n_c], keys)
+        clean = accuracy(mean_probs(logits[:, :n_c]), y[:n_c])
+        row["corrupt_acc"] = corr["mean"]["acc"]
+        row["corrupt_nll"] = corr["mean"]["nll"]
+        row["corrupt_drop"] = clean - corr["mean"]["acc"]
+        row["corrupt_clean_acc"] = clean
+        row["corrupt_severity_acc"] = {s: v["acc"] for s, v in corr["severity"].items()}
+    return row
+
+
+def correlate(x: list[float], y: list[float]) -> dict[str, float]:
+    """Pearson and Spearman correlation (with two-sided p-values) of paired values, ignoring pairs with a NaN;
+    NaN when fewer than 3 pairs remain or either side is constant."""
+    from scipy import stats
+
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    nan = float("nan")
+    out = {"n": int(ok.sum()), "pearson": nan, "pearson_p": nan, "spearman": nan, "spearman_p": nan}
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return out
+    pr = stats.pearsonr(a, b)
+    sr = stats.spearmanr(a, b)
+    out.update(pearson=float(pr.statistic), pearson_p=float(pr.pvalue))
+    out.update(spearman=float(sr.statistic), spearman_p=float(sr.pvalue))
+    return out
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "-"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def markdown(rows: list[dict[str, Any]], corr: dict[str, dict[str, dict[str, float]]]) -> str:
+    cols = ["acc", "nll", "brier", "member_acc_mean", "corrupt_acc", "corrupt_drop", *MEASURES]
+    lines = [
+        "# Design diversity of the population",
+        "",
+        "Similarity measures (grad/saliency cosine, IoU, CAM similarity, CKA, Q, correlation, double fault): "
+        "higher = less diverse.",
+        "",
+        "| run | " + " | ".join(cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
+    for r in rows:
+        lines.append(f"| {r['name']} | " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
+    lines += ["", f"## Correlation across the {len(rows)} runs: Pearson r / Spearman rho", ""]
+    lines.append("| measure | " + " | ".join(TARGETS) + " |")
+    lines.append("|---|" + "---|" * len(TARGETS))
+    for m in MEASURES:
+        cells = [f"{_fmt(corr[m][t]['pearson'], 2)} / {_fmt(corr[m][t]['spearman'], 2)}" for t in TARGETS]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _scatter(rows: list[dict[str, Any]], corr, target: str, figs: FigureList) -> None:
+    from matplotlib.figure import Figure
+
+    cols = 5
+    nrows = -(-len(MEASURES) // cols)
+    fig = Figure(figsize=(2.6 * cols, 2.3 * nrows))
+    # fixed margins: tight_layout would draw every axis twice (the figures are most of the study's run time)
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.06, top=0.93, wspace=0.3, hspace=0.55)
+    axes = fig.subplots(nrows, cols, squeeze=False).ravel()
+    ys = [r.get(target, float("nan")) for r in rows]
+    for ax, m in zip(axes, MEASURES):
+        xs = [r.get(m, float("nan")) for r in rows]
+        ax.scatter(xs, ys, s=14)
+        for r, xv, yv in zip(rows, xs, ys):
+            ax.annotate(r["name"], (xv, yv), fontsize=5, alpha=0.7)
+        c = corr[m][target]
+        ax.set_title(f"{m}: r={_fmt(c['pearson'], 2)} rho={_fmt(c['spearman'], 2)}", fontsize=6)
+        ax.locator_params(nbins=3)
+        ax.tick_params(labelsize=5)
+    for ax in axes[len(MEASURES) :]:
+        ax.set_visible(False)
+    fig.suptitle(f"{target} (y) against each diversity measure (x), one point per run", fontsize=8)
+    figs.save(fig, f"scatter_{target}.png")
+
+
+def analyze_diversity(teacher_dirs: list[Path], out: Path, **opts: Any) -> dict[str, Any]:
+    """The design-diversity study of the teacher runs ``teacher_dirs`` into ``out`` (``diversity.json``,
+    ``diversity.md``, ``scatter_<target>.png``); options and defaults: :data:`DEFAULTS`. Returns the JSON data."""
+    o = _options(opts)
+    dirs = [Path(d) for d in teacher_dirs]
+    if not dirs:
+        raise UserError("--teachers: give at least one teacher run directory")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(o["seed"])
+    names = _names(dirs, o["names"])
+    rows = [{"name": n, **evaluate_run(d, o)} for n, d in zip(names, dirs)]
+    corr = {
+        m: {t: correlate([r.get(m, np.nan) for r in rows], [r.get(t, np.nan) for r in rows]) for t in TARGETS}
+        for m in MEASURES
+    }
+    figs = FigureList(out, [])
+    for t in TARGETS:
+        if any(np.isfinite(r.get(t, np.nan)) for r in rows):
+            _scatter(rows, corr, t, figs)
+    result = {
+        "runs": rows,
+        "measures": {"prediction": PREDICTION, "attribution": ATTRIBUTION, "activation": ACTIVATION},
+        "targets": TARGETS,
+        "correlation": corr,
+        "options": {k: v for k, v in o.items() if k != "device"},
+        "figures": figs.names,
+    }
+    result = jsonable(result)  # plain data: lists, floats, None for NaN
+    write_json(out / "diversity.json", result)
+    atomic_write_text(out / "diversity.md", markdown(rows, corr))
+    return result

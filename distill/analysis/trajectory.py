@@ -1,0 +1,168 @@
+"""Recording a training trajectory: every member's softmax outputs on a fixed set of images and, optionally,
+its flattened weights, once per epoch (Fort, Hu & Lakshminarayanan 2019, "Deep Ensembles: A Loss Landscape
+Perspective", sections 3-4 use exactly these two views of a trajectory: function space and weight space).
+
+Layout, inside a run directory::
+
+    trajectory/points.safetensors        x (N, C, H, W) uint8, y (N,) int64: the fixed images (written once)
+    trajectory/epoch_0001.safetensors    probs (M, N, K) float32; weights.<m> (P_m,) float32 when recorded
+    trajectory/epoch_0002.safetensors    ...
+
+One file per epoch rather than one growing file: each epoch costs one write of its own size (a growing file
+rewritten atomically every epoch costs O(epochs^2) bytes), a resumed run simply goes on adding files (an epoch
+re-run after ``--resume`` overwrites its file), and readers load only the epochs and members they need. Every
+file is written atomically (:func:`distill.checkpoint.save_tensors`).
+
+``weights.<m>`` is member ``m``'s parameters (every weight and bias, BatchNorm's affine ones included, in
+``named_parameters`` order) flattened with ``parameters_to_vector``; BatchNorm running statistics are buffers,
+not recorded: analyses recompute them for every weight vector (:func:`distill.analysis.samplers.recompute_bn`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from distill import UserError
+from distill.checkpoint import META_KEY, save_tensors
+from distill.predict import predict_logits
+
+TRAJECTORY_DIR = "trajectory"
+POINTS_FILE = "points.safetensors"
+
+
+def members_of(model: nn.Module) -> list[nn.Module]:
+    """The members of an :class:`~distill.models.Ensemble`; any other model counts as one member."""
+    members = getattr(model, "members", None)
+    return list(members) if isinstance(members, nn.ModuleList) else [model]
+
+
+def flat_params(module: nn.Module) -> torch.Tensor:
+    """Every parameter of ``module`` (weights and biases), flattened in ``named_parameters`` order: (P,) float32 CPU."""
+    return torch.nn.utils.parameters_to_vector([p.detach().float().cpu() for p in module.parameters()])
+
+
+def epoch_file(run_dir: Path, epoch: int) -> Path:
+    """The file of 1-based ``epoch``."""
+    return Path(run_dir) / TRAJECTORY_DIR / f"epoch_{epoch:04d}.safetensors"
+
+
+class TrajectoryRecorder:
+    """An epoch callback for :class:`distill.loop.FitSetup` (``epoch_callbacks``): after each epoch, appends each
+    member's softmax outputs on ``x_fixed`` and, with ``record_weights``, its flattened weights to
+    ``run_dir/trajectory/``.
+
+    ``x_fixed``: uint8 images ``(N, C, H, W)`` (usually the first 500 validation images: see :meth:`from_splits`);
+    ``y_fixed``: their labels, stored beside them for accuracy along the trajectory. The model is evaluated in eval
+    mode (BatchNorm running statistics) and its train/eval flags are restored afterwards; nothing is computed
+    when the recorder is not installed.
+    """
+
+    def __init__(
+        self,
+        x_fixed: torch.Tensor,
+        record_weights: bool = False,
+        *,
+        y_fixed: torch.Tensor | None = None,
+        batch_size: int = 512,
+    ) -> None:
+        if x_fixed.dtype != torch.uint8 or x_fixed.dim() != 4 or len(x_fixed) == 0:
+            raise ValueError(f"x_fixed must be non-empty uint8 images (N, C, H, W), got {tuple(x_fixed.shape)}")
+        if y_fixed is not None and y_fixed.shape != x_fixed.shape[:1]:
+            raise ValueError(f"y_fixed must be ({len(x_fixed)},), got {tuple(y_fixed.shape)}")
+        self.x = x_fixed.detach().cpu().contiguous()
+        self.y = None if y_fixed is None else y_fixed.detach().long().cpu()
+        self.record_weights = record_weights
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_splits(cls, splits, images: int = 500, record_weights: bool = False) -> TrajectoryRecorder:
+        """A recorder on the first ``images`` validation images (the validation split is already a seeded random
+        subset, so its head is a fixed random sample)."""
+        n = min(images, len(splits.val_y))
+        return cls(splits.val_x[:n], record_weights, y_fixed=splits.val_y[:n])
+
+    def __call__(self, epoch: int, model: nn.Module, run_dir: Path) -> None:
+        folder = Path(run_dir) / TRAJECTORY_DIR
+        points = folder / POINTS_FILE
+        if not points.exists():
+            tensors = {"x": self.x} if self.y is None else {"x": self.x, "y": self.y}
+            save_tensors(points, tensors, {"images": len(self.x)})
+        logits = predict_logits(model, self.x, batch_size=self.batch_size)  # (M, N, K), eval mode, flags restored
+        tensors = {"probs": logits.float().softmax(-1)}
+        members = members_of(model)
+        if self.record_weights:
+            for m, member in enumerate(members):
+                tensors[f"weights.{m}"] = flat_params(member)
+        meta = {"epoch": epoch + 1, "members": len(members), "weights": self.record_weights}
+        save_tensors(epoch_file(run_dir, epoch + 1), tensors, meta)
+
+
+@dataclass
+class Trajectory:
+    """A recorded trajectory, read lazily: ``probs`` for all epochs is small; weights are read per member."""
+
+    run_dir: Path
+    epochs: list[int]  # 1-based epoch numbers present, ascending (a gap means an epoch was not recorded)
+    x: torch.Tensor  # (N, C, H, W) uint8
+    y: torch.Tensor | None  # (N,) int64
+    members: int
+    has_weights: bool
+
+    def files(self) -> list[Path]:
+        return [epoch_file(self.run_dir, e) for e in self.epochs]
+
+    def probs(self) -> torch.Tensor:
+        """``(E, M, N, K)`` softmax outputs of every member at every recorded epoch."""
+        out = []
+        for f in self.files():
+            with safe_open(str(f), framework="pt") as st:
+                out.append(st.get_tensor("probs"))
+        return torch.stack(out)
+
+    def weights(self, member: int, last: int | None = None, index: list[int] | None = None) -> torch.Tensor:
+        """``(E', P)`` flattened weights of ``member`` at the recorded epochs: the ``last`` ones only, or those at
+        positions ``index`` of :attr:`epochs`, if given."""
+        if not self.has_weights:
+            raise UserError(f"{self.run_dir}: the trajectory has no weights (record it with record_weights)")
+        if not 0 <= member < self.members:
+            raise UserError(f"member {member}: the trajectory has members 0..{self.members - 1}")
+        files = self.files()
+        files = [files[i] for i in index] if index is not None else files[-last:] if last else files
+        out = []
+        for f in files:
+            with safe_open(str(f), framework="pt") as st:
+                out.append(st.get_tensor(f"weights.{member}"))
+        return torch.stack(out)
+
+
+def load_trajectory(run_dir: str | Path) -> Trajectory | None:
+    """The trajectory recorded in ``run_dir``, or None when there is none."""
+    run_dir = Path(run_dir)
+    folder = run_dir / TRAJECTORY_DIR
+    files = sorted(folder.glob("epoch_*.safetensors"))
+    if not files or not (folder / POINTS_FILE).is_file():
+        return None
+    epochs, members, has_weights = [], None, True
+    for f in files:
+        try:
+            with safe_open(str(f), framework="pt") as st:
+                meta = json.loads((st.metadata() or {}).get(META_KEY, "{}"))
+        except Exception as err:  # a truncated or foreign file: name it
+            raise UserError(f"{f}: not a readable trajectory file ({err})") from None
+        if members is not None and meta.get("members") != members:
+            raise UserError(f"{f}: {meta.get('members')} members, earlier epochs have {members}")
+        members = meta.get("members")
+        has_weights = has_weights and bool(meta.get("weights"))
+        epochs.append(int(meta["epoch"]))
+    with safe_open(str(folder / POINTS_FILE), framework="pt") as st:
+        keys = set(st.keys())
+        x = st.get_tensor("x")
+        y = st.get_tensor("y") if "y" in keys else None
+    order = sorted(range(len(epochs)), key=epochs.__getitem__)
+    return Trajectory(run_dir, [epochs[i] for i in order], x, y, int(members), has_weights)
