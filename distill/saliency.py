@@ -12,31 +12,39 @@ import torch.nn.functional as F
 
 def gradcam(
     logits: torch.Tensor,
-    feats: list[torch.Tensor],
+    feats: list[torch.Tensor] | torch.Tensor,
     labels: torch.Tensor,
     create_graph: bool = True,
-) -> list[torch.Tensor]:
+) -> list[torch.Tensor] | torch.Tensor:
     """Grad-CAM maps of every member for the target ``labels``.
 
     For member n with feature map A_n ``(B, C, H, W)`` and logits z_n ``(B, K)``:
     S_n = sum_b z_n[b, y_b]; G_n = dS_n / dA_n; alpha_n = mean_{h,w} G_n  ``(B, C)``;
     CAM_n = ReLU(sum_c alpha_{n,c} A_{n,c})  ``(B, H, W)``.
 
-    ``logits: (M, B, K)``, ``feats``: M maps, ``labels: (B,)``. Members do not share parameters, so one
-    ``autograd.grad`` of sum_n S_n gives every G_n at once. With ``create_graph`` the maps stay
-    differentiable in the members' weights (double backprop).
+    ``logits: (M, B, K)``, ``labels: (B,)``; ``feats``: a list of M maps (an ensemble's loop mode), giving a
+    list of M CAMs, or one stacked ``(M, B, C, H, W)`` tensor (vmap mode), giving ``(M, B, H, W)``. A stacked
+    map is differentiated as a whole: its slices are not on the logits' path. Members do not share
+    parameters, so one ``autograd.grad`` of sum_n S_n gives every G_n at once. With ``create_graph`` the
+    maps stay differentiable in the members' weights (double backprop).
     """
     scores = logits.gather(2, labels.view(1, -1, 1).expand(logits.shape[0], -1, 1)).sum()
+    if isinstance(feats, torch.Tensor):
+        (g,) = torch.autograd.grad(scores, feats, create_graph=create_graph, retain_graph=True)
+        return F.relu((g.mean(dim=(3, 4), keepdim=True) * feats).sum(dim=2))
     grads = torch.autograd.grad(scores, feats, create_graph=create_graph, retain_graph=True)
     return [F.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1)) for g, a in zip(grads, feats)]
 
 
-def standardised_maps(cams: list[torch.Tensor], crop: int = 1, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def standardised_maps(
+    cams: list[torch.Tensor] | torch.Tensor, crop: int = 1, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """The SDDE preprocessing: common size, border crop, per-map standardisation, L2 normalisation.
 
-    ``cams``: M maps ``(B, H_m, W_m)``. Maps of different sizes (heterogeneous ensembles) are first
-    resized (bilinear) to the smallest size; then ``crop`` pixels are removed from each border, each map
-    is standardised to zero mean and unit population std (+1e-6), flattened and L2-normalised.
+    ``cams``: M maps ``(B, H_m, W_m)``, or one stacked ``(M, B, H, W)`` tensor (iterated as M maps). Maps of
+    different sizes (heterogeneous ensembles) are first resized (bilinear) to the smallest size; then ``crop``
+    pixels are removed from each border, each map is standardised to zero mean and unit population std
+    (+1e-6), flattened and L2-normalised.
     Returns ``(M, B, D)``.
     """
     h = min(c.shape[-2] for c in cams)
@@ -63,7 +71,7 @@ def pairwise_cosine(vectors: torch.Tensor) -> torch.Tensor:
     return gram[:, iu[0], iu[1]].mean()
 
 
-def cam_similarity(cams: list[torch.Tensor], crop: int = 1) -> torch.Tensor:
+def cam_similarity(cams: list[torch.Tensor] | torch.Tensor, crop: int = 1) -> torch.Tensor:
     """The SDDE diversity term: mean pairwise cosine of standardised Grad-CAM maps (differentiable)."""
     return pairwise_cosine(standardised_maps(cams, crop))
 
