@@ -4,7 +4,9 @@ design-diversity study of a population of ensembles (Rosales, Munoz & Paulitsch 
 - :mod:`~distill.analysis.trajectory`: the per-epoch recorder (an epoch callback) and its reader;
 - :mod:`~distill.analysis.samplers`: subspace samplers on flattened weights, BatchNorm recomputation;
 - :mod:`~distill.analysis.plane`: the diversity-accuracy plane and its reference curves;
-- :mod:`~distill.analysis.landscape`: :func:`analyze_landscape` (one teacher run);
+- :mod:`~distill.analysis.landscape`: :func:`analyze_landscape` (one teacher run), built from
+  :mod:`~distill.analysis.similarity` (weight / function similarity, t-SNE), :mod:`~distill.analysis.subspace`
+  (subspace ensembles) and :mod:`~distill.analysis.interpolation`;
 - :mod:`~distill.analysis.design`: :func:`analyze_diversity` (a population of teacher runs);
 - :mod:`~distill.analysis.population`: training that population from one declarative recipe.
 

@@ -1,0 +1,77 @@
+"""Mean +- std over seeds of pipeline reports: one markdown table per metric group.
+
+    python tools/aggregate_reports.py runs/digits_full_s0 runs/digits_full_s1 runs/digits_full_s2 \
+        --out results/digits_gap.md --title "digits, 3 seeds"
+
+Reads each ``<run>/report/report.json`` (written by ``python -m distill run``) and reports, per model
+(members, single, teacher, each student): accuracy, NLL, ECE, their calibrated versions, Brier, DEE, top-1
+agreement with the teacher, OOD AUROC (best score, mean over OOD sets), accuracy at the highest corruption
+severity; then the teacher's disagreement on clean vs perturbed inputs for each student.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+COLUMNS = [
+    ("acc", "acc"),
+    ("nll", "NLL"),
+    ("ece", "ECE"),
+    ("cnll", "cNLL"),
+    ("cece", "cECE"),
+    ("brier", "Brier"),
+    ("dee", "DEE"),
+    ("agreement", "agree"),
+    ("ood_auroc/best", "OOD AUROC"),
+]
+PERTURB = [
+    ("mi_clean", "MI clean"),
+    ("mi_perturbed", "MI perturbed"),
+    ("disagree_clean", "label disagr. clean"),
+    ("disagree_perturbed", "label disagr. perturbed"),
+    ("delta_rms", "RMS of x~ - x"),
+]
+
+
+def cell(values: list[float | None], digits: int = 4) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "-"
+    if len(vals) == 1:
+        return f"{vals[0]:.{digits}f}"
+    return f"{statistics.fmean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--title", default="")
+    args = ap.parse_args()
+    reports = [json.loads((r / "report" / "report.json").read_text()) for r in args.runs]
+    models = list(reports[0]["summary"])
+    sev = max(reports[0]["corruptions"]["severities"] or [0])
+    cols = [*COLUMNS, (f"corruption_acc/s{sev}", f"acc @ severity {sev}")] if sev else COLUMNS
+    lines = [f"{args.title} ({len(reports)} runs: {', '.join(str(r) for r in args.runs)}); mean ± std", ""]
+    lines += ["| model | " + " | ".join(c[1] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for m in models:
+        lines.append(f"| {m} | " + " | ".join(cell([r["summary"][m].get(k) for r in reports]) for k, _ in cols) + " |")
+    students = [m for m in models if reports[0]["models"][m].get("perturbation")]
+    if students:
+        lines += ["", "Teacher disagreement on the inputs each student was trained on (mean over epochs):", ""]
+        lines += ["| student | " + " | ".join(p[1] for p in PERTURB) + " |", "|---" * (len(PERTURB) + 1) + "|"]
+        for m in students:
+            vals = [[(r["models"][m]["perturbation"] or {}).get(k) for r in reports] for k, _ in PERTURB]
+            lines.append(f"| {m} | " + " | ".join(cell(v) for v in vals) + " |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
