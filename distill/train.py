@@ -56,6 +56,18 @@ def test_metrics(model: torch.nn.Module, splits: Splits, cam_images: int = 500, 
     return out
 
 
+def _fit_and_test(model: torch.nn.Module, objective: Any, setup: FitSetup, cam: bool) -> dict[str, Any]:
+    """Train, then (one process) evaluate the selected checkpoint on the test split into summary.json."""
+    summary = fit(model, objective, setup)
+    if "stopped_after" in summary:
+        return summary
+    if PartialState().is_main_process:
+        best, _ = load_model(setup.out)
+        summary["test"] = test_metrics(best, setup.splits, cam=cam)
+        atomic_write_text(setup.out / "summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
 def train_ensemble(
     recipe: Recipe,
     out: Path,
@@ -110,14 +122,7 @@ def train_ensemble(
         stop_after=stop_after,
         epoch_callbacks=callbacks,
     )
-    summary = fit(model, objective, setup)
-    if "stopped_after" in summary:
-        return summary
-    if PartialState().is_main_process:  # one process evaluates and writes
-        best, _ = load_model(out)
-        summary["test"] = test_metrics(best, splits)
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-    return summary
+    return _fit_and_test(model, objective, setup, cam=True)
 
 
 def student_config(recipe: Recipe, name: str | None) -> StudentCfg:
@@ -184,11 +189,4 @@ def train_student(
         resume=resume,
         stop_after=stop_after,
     )
-    summary = fit(model, objective, setup)
-    if "stopped_after" in summary:
-        return summary
-    if PartialState().is_main_process:
-        best, _ = load_model(out)
-        summary["test"] = test_metrics(best, splits, cam=False)
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-    return summary
+    return _fit_and_test(model, objective, setup, cam=False)
