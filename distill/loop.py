@@ -179,6 +179,13 @@ def fit(model: nn.Module, objective: Objective, s: FitSetup) -> dict[str, Any]:
         epoch_times, s.history[:] = st.get("epoch_times", []), st.get("history", [])
         acc.print(f"resuming {out} at epoch {start_epoch + 1}/{s.train.epochs}")
     model, optimizer = acc.prepare(model, optimizer)
+    inner = acc.unwrap_model(model)
+    if "forward" in vars(inner):
+        # With mixed precision Accelerate wraps forward to return fp32 copies of every output; a copied
+        # Grad-CAM feature map is cut off from the logits' graph, so double backprop (SDDE) would fail.
+        # The loop's own acc.autocast() around the objective covers the forward instead.
+        del inner.forward
+        inner.__dict__.pop("_original_forward", None)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
     acc.init_trackers("tb")

@@ -159,3 +159,11 @@ def test_overrides_index_lists_and_do_not_leak_through_yaml_aliases():
     assert [s.alpha for s in r.students] == [0.5, 0.9, 0.9]
     with pytest.raises(UserError, match="students.9"):
         load_recipe(ROOT / "recipes/digits.yaml", ["students.9.alpha=1"])
+
+
+def test_bf16_autocast_run_with_double_backprop(tmp_path):
+    recipe = recipe_from_dict({**tiny_recipe(epochs=1), "run": {"progress": False, "mixed_precision": "bf16"}})
+    summary = train_ensemble(recipe, tmp_path / "bf16")
+    h = summary["history"][0]
+    assert summary["mixed_precision"] == "bf16"
+    assert math.isfinite(h["loss"]) and math.isfinite(h["div"])
