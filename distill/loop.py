@@ -35,7 +35,7 @@ from distill.checkpoint import (
 from distill.data.base import Splits
 from distill.data.batches import DeviceLoader, make_augment
 from distill.metrics import accuracy, nll, pairwise_disagreement
-from distill.models.ensemble import mean_probs
+from distill.models.ensemble import Ensemble, compile_ensemble, compile_when_for, mean_probs, to_channels_last
 from distill.objectives.base import Objective
 from distill.predict import predict_logits
 from distill.recipe import DataCfg, RunCfg, ScheduleCfg, TrainCfg
@@ -158,6 +158,10 @@ def fit(model: nn.Module, objective: Objective, s: FitSetup) -> dict[str, Any]:
         outlier_x=s.outlier_x.to(device) if s.outlier_x is not None else None,
     )
     model.to(device)
+    if s.run.channels_last:
+        to_channels_last(model)
+    if s.run.compile and isinstance(model, Ensemble):
+        acc.print(f"torch.compile: {compile_ensemble(model, compile_when_for(objective))}")
     if hasattr(objective, "to"):  # objectives may hold modules of their own (the student's frozen teacher)
         objective.to(device)
     optimizer = make_optimizer(model, s.train)

@@ -121,6 +121,8 @@ class RunCfg:
     log_every: int = 20  # steps between TensorBoard scalars
     progress: bool = True
     cpu: bool = False  # force the CPU even when a GPU is present
+    channels_last: bool = False  # GPU: channels-last conv weights (faster under bf16 on tensor cores)
+    compile: bool = False  # GPU: torch.compile the members where the objective allows (see compile_when_for)
 
 
 @dataclass(frozen=True)

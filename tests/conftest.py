@@ -34,3 +34,13 @@ def tiny_ensemble(digits):
 
     torch.manual_seed(0)
     return build_model({"kind": "ensemble", "archs": ["tiny_cnn"] * 3}, digits.meta)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerator_state():
+    """Accelerate keeps one process-wide state (mixed precision, device); tests that change the precision
+    need a fresh one, as a new `python -m distill` process would have."""
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()

@@ -167,3 +167,11 @@ def test_bf16_autocast_run_with_double_backprop(tmp_path):
     h = summary["history"][0]
     assert summary["mixed_precision"] == "bf16"
     assert math.isfinite(h["loss"]) and math.isfinite(h["div"])
+
+
+def test_channels_last_option_trains(tmp_path):
+    recipe = recipe_from_dict(
+        {**tiny_recipe(objective={"name": "de"}, epochs=1), "run": {"progress": False, "channels_last": True}}
+    )
+    summary = train_ensemble(recipe, tmp_path / "cl")
+    assert math.isfinite(summary["history"][0]["loss"])
