@@ -4,7 +4,6 @@ scores, and JSON that stays valid (NaN -> null)."""
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import torch
 from torch import nn
 
 from distill import UserError
-from distill.checkpoint import atomic_write_text, load_model
+from distill.checkpoint import load_model
 from distill.data.base import Splits
 from distill.metrics import accuracy, brier, nll
 from distill.models.ensemble import Ensemble
@@ -90,29 +89,6 @@ def corruption_scores(probs: torch.Tensor, labels: torch.Tensor, keys: list[tupl
     }
     overall = {m: float(np.mean([v[m] for d in per.values() for v in d.values()])) for m in ("acc", "nll", "brier")}
     return {"mean": overall, "severity": by_sev, "corruption": per}
-
-
-def jsonable(obj: Any) -> Any:
-    """Plain JSON data: tensors and arrays to lists, NaN and infinities to None."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return jsonable(obj.tolist())
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, (np.floating, np.integer, np.bool_)):
-        return jsonable(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(jsonable(data), indent=2, allow_nan=False))
 
 
 @dataclass

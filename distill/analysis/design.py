@@ -36,14 +36,13 @@ from distill.analysis.common import (
     FigureList,
     corruption_scores,
     corruption_set,
-    jsonable,
     load_run,
     pick_device,
     run_splits,
     scores,
-    write_json,
 )
 from distill.checkpoint import atomic_write_text
+from distill.jsonio import to_plain, write_json
 from distill.metrics import accuracy, attribution_similarity, mean_pairwise_cka, prediction_diversity
 from distill.models.ensemble import eval_mode, mean_probs
 from distill.predict import predict_logits
@@ -268,7 +267,7 @@ def analyze_diversity(teacher_dirs: list[Path], out: Path, **opts: Any) -> dict[
         "options": {k: v for k, v in o.items() if k != "device"},
         "figures": figs.names,
     }
-    result = jsonable(result)  # plain data: lists, floats, None for NaN
+    result = to_plain(result)  # plain data: lists, floats, None for NaN
     write_json(out / "diversity.json", result)
     atomic_write_text(out / "diversity.md", markdown(rows, corr))
     return result

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from distill import UserError
-from distill.analysis.common import FigureList, jsonable, load_run, pick_device, run_splits, scores, write_json
+from distill.analysis.common import FigureList, load_run, pick_device, run_splits, scores
 from distill.analysis.interpolation import interpolation_analysis
 from distill.analysis.plane import plane_point, plot_plane
 from distill.analysis.similarity import (  # noqa: F401  (norm_mask, spread: importable from here as before)
@@ -53,6 +53,7 @@ from distill.analysis.similarity import (  # noqa: F401  (norm_mask, spread: imp
 )
 from distill.analysis.subspace import SAMPLERS, EnsembleGroup, Evaluator, draw_samples, plot_ensembles
 from distill.analysis.trajectory import load_trajectory, members_of
+from distill.jsonio import to_plain, write_json
 from distill.metrics import accuracy
 from distill.models.ensemble import Ensemble
 
@@ -202,7 +203,7 @@ def analyze_landscape(teacher_dir: Path, out: Path, **opts: Any) -> dict[str, An
     # --- interpolation between two members ---------------------------------------------------------
     result["interpolation"] = interpolation_analysis(members, ev, o, figs, result["notes"])
     result["figures"] = figs.names
-    result = jsonable(result)  # plain data: lists, floats, None for NaN
+    result = to_plain(result)  # plain data: lists, floats, None for NaN
     write_json(out / "landscape.json", result)
     return result
 

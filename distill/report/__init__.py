@@ -7,7 +7,8 @@ PNG figures; :func:`format_gap_table` prints the gap as fixed-width text.
 Modules, in the order of the work: ``runs`` (load and check the runs, rebuild the data), ``predictions`` (cached
 logits and features), ``evaluate`` (the metric table), ``members`` (the members as mean ± std), ``ood``,
 ``corruption``, ``diversity``, ``perturbation``, ``summary`` and ``gain`` (the share of the teacher's gain kept),
-``plots`` / ``figures``, ``table`` / ``markdown`` / ``jsonio`` (the outputs) and ``build`` (``evaluate_runs``).
+``plots`` / ``figures``, ``table`` / ``markdown`` (the outputs; JSON via :mod:`distill.jsonio`) and
+``build`` (``evaluate_runs``).
 """
 
 from distill.report.build import evaluate_runs

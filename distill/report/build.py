@@ -9,12 +9,12 @@ from typing import Any
 import torch
 
 from distill.checkpoint import atomic_write_text
+from distill.jsonio import to_plain, write_json
 from distill.recipe import EvalCfg
 from distill.report.corruption import check_severities, corruption_names, corruption_results, sweep
 from distill.report.diversity import ATTRIBUTION_TARGET, diversity
 from distill.report.evaluate import N_BINS, Reference, Source, make_reference, model_metrics
 from distill.report.gain import gain_table, teacher_gain
-from distill.report.jsonio import to_plain, write_json
 from distill.report.markdown import render_markdown
 from distill.report.members import mean_std
 from distill.report.ood import OODSet, best_score, check_scores, load_ood_sets, ood_results

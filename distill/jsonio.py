@@ -1,4 +1,4 @@
-"""Plain JSON for the report: numbers, text, lists and dicts only; NaN and infinities become null."""
+"""Plain JSON for reports and analyses: numbers, text, lists and dicts only; NaN and infinities become null."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from distill.checkpoint import atomic_write_text
 
 
 def to_plain(obj: Any) -> Any:
-    """Tensors, tuples, paths and numpy scalars to plain JSON values; non-finite floats to None."""
+    """Tensors, arrays, tuples, paths and numpy scalars to plain JSON values; non-finite floats to None."""
     if isinstance(obj, dict):
         return {str(k): to_plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [to_plain(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
+    if isinstance(obj, torch.Tensor) or type(obj).__name__ == "ndarray":
         return to_plain(obj.tolist())
     if isinstance(obj, Path):
         return str(obj)
