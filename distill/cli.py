@@ -12,16 +12,21 @@ from distill import UserError
 EXIT_USAGE = 2
 
 
-def _recipe_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--recipe", required=required, help="YAML recipe (see recipes/); parsed with yaml.safe_load")
+def _set_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a recipe field, e.g. --set teacher.train.epochs=3 (repeatable; VALUE is read as YAML)",
+        help="override a recipe field, e.g. --set teacher.train.epochs=3 or students.*.train.epochs=3 "
+        "(repeatable; VALUE is read as YAML)",
     )
+
+
+def _recipe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", required=True, help="YAML recipe (see recipes/); parsed with yaml.safe_load")
+    _set_arg(p)
 
 
 def _out_args(p: argparse.ArgumentParser) -> None:
@@ -52,14 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the whole pipeline: teacher, single model, students, gap report")
     p.add_argument("recipe", help="pipeline recipe (e.g. recipes/digits.yaml)")
     p.add_argument("--out", required=True, type=Path, help="run directory; finished stages in it are reused")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a recipe field (repeatable)",
-    )
+    _set_arg(p)
 
     p = sub.add_parser("evaluate", help="the gap report of trained runs")
     p.add_argument("--teacher", required=True, type=Path, help="teacher run directory")

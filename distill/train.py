@@ -23,7 +23,7 @@ from distill.objectives import objective_from_recipe
 from distill.objectives.student import KD, check_teacher_matches
 from distill.perturb import make_perturbation
 from distill.predict import predict_logits
-from distill.recipe import DataCfg, Recipe, StudentCfg, TeacherCfg, to_dict
+from distill.recipe import DataCfg, Recipe, StudentCfg, TeacherCfg, TrainCfg, to_dict
 from distill.saliency import mean_cam_similarity
 
 
@@ -56,8 +56,23 @@ def test_metrics(model: torch.nn.Module, splits: Splits, cam_images: int = 500, 
     return out
 
 
-def _fit_and_test(model: torch.nn.Module, objective: Any, setup: FitSetup, cam: bool) -> dict[str, Any]:
-    """Train, then (one process) evaluate the selected checkpoint on the test split into summary.json."""
+def _fit_and_test(
+    model: torch.nn.Module,
+    objective: Any,
+    recipe: Recipe,
+    train: TrainCfg,
+    out: Path,
+    splits: Splits,
+    info: dict[str, Any],
+    *,
+    cam: bool,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Train, then (one process) evaluate the selected checkpoint on the test split into summary.json.
+    ``extra``: the optional fields of :class:`~distill.loop.FitSetup` (resume, stop_after, ...)."""
+    setup = FitSetup(
+        out=out, splits=splits, data=recipe.data, train=train, run=recipe.run, seed=recipe.seed, info=info, **extra
+    )
     summary = fit(model, objective, setup)
     if "stopped_after" in summary:
         return summary
@@ -109,20 +124,8 @@ def train_ensemble(
         "objective": cfg.objective,
         "recipe": to_dict(recipe),
     }
-    setup = FitSetup(
-        out=out,
-        splits=splits,
-        data=recipe.data,
-        train=cfg.train,
-        run=recipe.run,
-        seed=recipe.seed,
-        info=info,
-        outlier_x=outlier_x,
-        resume=resume,
-        stop_after=stop_after,
-        epoch_callbacks=callbacks,
-    )
-    return _fit_and_test(model, objective, setup, cam=True)
+    extra = {"outlier_x": outlier_x, "epoch_callbacks": callbacks, "resume": resume, "stop_after": stop_after}
+    return _fit_and_test(model, objective, recipe, cfg.train, out, splits, info, cam=True, **extra)
 
 
 def student_config(recipe: Recipe, name: str | None) -> StudentCfg:
@@ -178,15 +181,5 @@ def train_student(
         "perturb": {"name": cfg.perturb.name, **cfg.perturb.params},
         "recipe": to_dict(recipe),
     }
-    setup = FitSetup(
-        out=out,
-        splits=splits,
-        data=recipe.data,
-        train=cfg.train,
-        run=recipe.run,
-        seed=recipe.seed,
-        info=info,
-        resume=resume,
-        stop_after=stop_after,
-    )
-    return _fit_and_test(model, objective, setup, cam=False)
+    extra = {"resume": resume, "stop_after": stop_after}
+    return _fit_and_test(model, objective, recipe, cfg.train, out, splits, info, cam=False, **extra)

@@ -91,6 +91,17 @@ def corruption_scores(probs: torch.Tensor, labels: torch.Tensor, keys: list[tupl
     return {"mean": overall, "severity": by_sev, "corruption": per}
 
 
+def check_options(analysis: str, opts: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``defaults`` updated with ``opts``; an unknown option is a UserError naming the analysis."""
+    unknown = sorted(set(opts) - set(defaults))
+    if unknown:
+        raise UserError(f"{analysis}: unknown option {unknown[0]!r}; expected one of: {', '.join(defaults)}")
+    o = {**defaults, **opts}
+    o["severities"] = [int(s) for s in o["severities"]]
+    o["corruptions"] = None if o["corruptions"] is None else list(o["corruptions"])
+    return o
+
+
 @dataclass
 class FigureList:
     """The figures an analysis wrote, relative to its output folder."""

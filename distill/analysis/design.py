@@ -34,6 +34,7 @@ import torch
 from distill import UserError
 from distill.analysis.common import (
     FigureList,
+    check_options,
     corruption_scores,
     corruption_set,
     load_run,
@@ -77,13 +78,7 @@ DEFAULTS: dict[str, Any] = {
 
 
 def _options(opts: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(opts) - set(DEFAULTS))
-    if unknown:
-        raise UserError(f"analyze_diversity: unknown option {unknown[0]!r}; expected one of: {', '.join(DEFAULTS)}")
-    o = {**DEFAULTS, **opts}
-    o["severities"] = [int(s) for s in o["severities"]]
-    o["corruptions"] = None if o["corruptions"] is None else list(o["corruptions"])
-    return o
+    return check_options("analyze_diversity", opts, DEFAULTS)
 
 
 def _names(dirs: list[Path], names: list[str] | None) -> list[str]:

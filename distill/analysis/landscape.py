@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from distill import UserError
-from distill.analysis.common import FigureList, load_run, pick_device, run_splits, scores
+from distill.analysis.common import FigureList, check_options, load_run, pick_device, run_splits, scores
 from distill.analysis.interpolation import interpolation_analysis
 from distill.analysis.plane import plane_point, plot_plane
 from distill.analysis.similarity import (  # noqa: F401  (norm_mask, spread: importable from here as before)
@@ -86,16 +86,11 @@ DEFAULTS: dict[str, Any] = {
 
 
 def _options(opts: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(opts) - set(DEFAULTS))
-    if unknown:
-        raise UserError(f"analyze_landscape: unknown option {unknown[0]!r}; expected one of: {', '.join(DEFAULTS)}")
-    o = {**DEFAULTS, **opts}
+    o = check_options("analyze_landscape", opts, DEFAULTS)
     bad = [s for s in o["samplers"] if s not in SAMPLERS]
     if bad:
         raise UserError(f"samplers: unknown {bad[0]!r}; expected some of: {', '.join(SAMPLERS)}")
     o["samplers"] = list(o["samplers"])
-    o["severities"] = [int(s) for s in o["severities"]]
-    o["corruptions"] = None if o["corruptions"] is None else list(o["corruptions"])
     return o
 
 
