@@ -133,6 +133,33 @@ def test_sdde_is_mean_ce_plus_lambda_cam_similarity(tiny_ensemble, digits):
     assert terms["div"].item() == pytest.approx(div.item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_sdde_diversity_batch_batchnorm_mode(tiny_ensemble, digits, mode):
+    """Separate diversity batch: one member's batch through all members, BatchNorm in the asked mode."""
+    import copy
+
+    from distill.saliency import cam_similarity, gradcam
+
+    assert any(isinstance(m, nn.BatchNorm2d) for m in tiny_ensemble.modules())
+    x = (digits.train_x[:24].float() / 255).view(3, 8, 1, 8, 8)  # (M, B, C, H, W): one batch per member
+    y = digits.train_y[:24].view(3, 8)
+    reference = copy.deepcopy(tiny_ensemble)
+    obj, _ = objective_from_recipe({"name": "sdde", "lam": 1.0, "diversity_bn": mode}, "k")
+    tiny_ensemble.train()
+    torch.manual_seed(3)
+    _, terms = obj(tiny_ensemble, Batch(x=x, y=y))
+    torch.manual_seed(3)
+    k = int(torch.randint(3, ()).item())
+    reference.train()
+    with torch.no_grad():
+        reference(x)  # the training forward moves the running statistics the eval-mode pass uses
+    reference.train(mode == "train")
+    logits, feats = reference(x[k])
+    div = cam_similarity(gradcam(logits, feats, y[k]))
+    assert terms["div"].item() == pytest.approx(div.item(), rel=1e-4)
+    assert tiny_ensemble.training  # the eval-mode pass restores train mode
+
+
 def test_sdde_ood_uses_outlier_batch_and_oe_term(tiny_ensemble, digits):
     x = digits.train_x[:8].float() / 255
     y = digits.train_y[:8]
