@@ -11,7 +11,14 @@ import pytest
 import torch
 
 from distill import UserError
-from distill.analysis.plane import lower_limit, min_disagreement, normalised, plane_point, upper_limit
+from distill.analysis.plane import (
+    limit_position,
+    lower_limit,
+    min_disagreement,
+    normalised,
+    plane_point,
+    upper_limit,
+)
 from distill.analysis.samplers import (
     DiagonalGaussian,
     DropoutSubspace,
@@ -109,6 +116,16 @@ def test_plane_point_by_hand():
     f = torch.nn.functional.one_hot(torch.tensor([0, 1, 1, 1]), 4).float()
     p = plane_point(f, ref, y)
     assert p["acc"] == 0.5 and p["disagreement"] == 0.5 and p["y"] == pytest.approx(1.0)
+    # a0 = 3/4, C = 4: upper(1/2) = 7/12, lower(1/2) = 3/8 -> (1/2 - 3/8) / (7/12 - 3/8) = 0.6
+    assert p["position"] == pytest.approx(0.6)
+
+
+def test_limit_position_is_0_on_the_lower_curve_and_1_on_the_upper():
+    a0, c, a = 0.9, 10, np.array([0.5, 0.7, 0.85])
+    assert np.allclose(limit_position(lower_limit(a, a0, c), a, a0, c), 0.0)
+    assert np.allclose(limit_position(upper_limit(a, a0, c), a, a0, c), 1.0)
+    # above a0 the floor is the strict minimum |a - a0|
+    assert float(limit_position(0.02, 0.92, a0, c)) == pytest.approx(0.0)
 
 
 # --- samplers ---------------------------------------------------------------------------------------------------

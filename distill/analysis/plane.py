@@ -59,13 +59,27 @@ def normalised(d, a):
         return _arr(d) / (1 - a)
 
 
+def limit_position(d, a, a0: float, num_classes: int):
+    """Where disagreement ``d`` at accuracy ``a`` sits between the limits: 0 on the lower curve, 1 on the upper
+    one (``(d - lower) / (upper - lower)``). Above ``a0``, where the lower curve is undefined, the floor is the
+    strict minimum ``|a - a0|``. The paper's claims ("independent solutions sit near the upper limit, subspace
+    samples near the lower one") read directly as positions near 1 and near 0."""
+    a, d = _arr(a), _arr(d)
+    low = lower_limit(a, a0, num_classes)
+    floor = np.where(np.isnan(low), min_disagreement(a, a0), low)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (d - floor) / (upper_limit(a, a0, num_classes) - floor)
+
+
 def plane_point(probs: torch.Tensor, ref_probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """``probs``, ``ref_probs``: ``(N, K)``; -> accuracy ``a``, disagreement ``d`` with the reference and
-    ``y = d / (1 - a)``."""
+    """``probs``, ``ref_probs``: ``(N, K)``; -> accuracy ``a``, disagreement ``d`` with the reference,
+    ``y = d / (1 - a)`` and the :func:`limit_position` of ``(a, d)``."""
     pred, ref = probs.argmax(-1), ref_probs.argmax(-1)
     a = (pred == labels).double().mean().item()
+    a0 = (ref == labels).double().mean().item()
     d = (pred != ref).double().mean().item()
-    return {"acc": a, "disagreement": d, "y": float(normalised(d, a))}
+    pos = float(limit_position(d, a, a0, probs.shape[-1]))
+    return {"acc": a, "disagreement": d, "y": float(normalised(d, a)), "position": pos}
 
 
 def curves(a0: float, num_classes: int, lo: float, hi: float, n: int = 200) -> dict[str, list[float]]:
