@@ -100,7 +100,7 @@ class SDDE:
     statistics, like the CE's. Why: with the eval-mode pass, the diversity gradient flows through BatchNorm's
     running statistics (constants in that pass), so the cheapest way to decorrelate the maps is to make the
     eval-mode network differ from the train-mode one. On MNIST (lam 0.1, 6 epochs) eval-mode validation
-    accuracy sat near chance until the learning rate annealed while the training CE was low
+    accuracy fell to 0.2-0.5 until the learning rate annealed while the training CE was low
     (docs/results.md). The train-mode pass also updates the running statistics once more per step with a
     batch from the same distribution.
 
