@@ -6,7 +6,8 @@
 Reads each ``<run>/report/report.json`` (written by ``python -m distill run``) and reports, per model
 (members, single, teacher, each student): accuracy, NLL, ECE, their calibrated versions, Brier, DEE, top-1
 agreement with the teacher, OOD AUROC (best score, mean over OOD sets), accuracy at the highest corruption
-severity; then the teacher's disagreement on clean vs perturbed inputs for each student.
+severity; accuracy and NLL at every corruption severity; then the teacher's disagreement on clean vs perturbed
+inputs for each student.
 """
 
 from __future__ import annotations
@@ -59,6 +60,15 @@ def main() -> None:
     lines += ["| model | " + " | ".join(c[1] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for m in models:
         lines.append(f"| {m} | " + " | ".join(cell([r["summary"][m].get(k) for r in reports]) for k, _ in cols) + " |")
+    sevs = reports[0]["corruptions"]["severities"] or []
+    for key, name in (("corruption_acc", "Accuracy"), ("corruption_nll", "NLL")):
+        if not sevs:
+            break
+        lines += ["", f"{name} under corruption by severity (0: clean corruption split; mean over corruptions):", ""]
+        lines += ["| model | " + " | ".join(f"s{k}" for k in [0, *sevs]) + " |", "|---" * (len(sevs) + 2) + "|"]
+        for m in models:
+            vals = [[r["summary"][m].get(f"{key}/s{k}") for r in reports] for k in [0, *sevs]]
+            lines.append(f"| {m} | " + " | ".join(cell(v, 3) for v in vals) + " |")
     students = [m for m in models if reports[0]["models"][m].get("perturbation")]
     if students:
         lines += ["", "Teacher disagreement on the inputs each student was trained on (mean over epochs):", ""]
