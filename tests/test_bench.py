@@ -18,6 +18,7 @@ def test_quick_bench_writes_every_section(tmp_path):
     t = on_disk["teacher"]
     assert t["mode"] == "loop" and t["de_member_images_per_s"] > 0 and t["sdde_over_de"] > 1
     assert {"de/loop", "sdde/loop", "de/vmap", "sdde/vmap"} <= set(t["steps"])
+    assert "sdde_train_bn/loop" in t["steps"] and t["sdde_train_bn_over_sdde"] > 0
     assert set(on_disk["student"]["over_plain_kd"]) == {"none", "gaussian", "ods", "confods", "disagree"}
     assert on_disk["student"]["over_plain_kd"]["none"] == 1.0
     fractions = on_disk["sdde_breakdown"]["parts_fractions"]

@@ -37,6 +37,8 @@ def _teacher(t: dict, device: str) -> list[str]:
         f"- DE throughput ({t['mode']} mode): **{_f(t['de_member_images_per_s'], 0)} member-images/s**",
         f"- {target_line(t['sdde_over_de'], device)}",
         f"- SDDE reusing the training forward (same_batch: true) / DE: {t['sdde_same_batch_over_de']:.2f}x",
+        f"- SDDE with the diversity batch in train-mode BatchNorm (diversity_bn: train) / SDDE: "
+        f"{t['sdde_train_bn_over_sdde']:.2f}x",
     ]
     if "vmap_over_loop" in t:
         v = t["vmap_over_loop"]

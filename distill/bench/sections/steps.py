@@ -18,9 +18,10 @@ from distill.perturb import make_perturbation
 PERTURBATIONS = ("none", "gaussian", "ods", "confods", "disagree")
 
 
-def bench_objective(name: str, cfg: BenchConfig, same_batch: bool = False):
-    """DE and SDDE as the recipes configure them (per-member batches, mean-reduced member CEs)."""
-    spec = {"name": name, "same_batch": same_batch, "ce_reduction": "mean"}
+def bench_objective(name: str, cfg: BenchConfig, same_batch: bool = False, **extra):
+    """DE and SDDE as the recipes configure them (per-member batches, mean-reduced member CEs); ``extra``:
+    further objective fields (``diversity_bn``)."""
+    spec = {"name": name, "same_batch": same_batch, "ce_reduction": "mean", **extra}
     if name == "sdde":
         spec["lam"] = cfg.lam
     return objective_from_recipe(spec, "bench.objective")[0]
@@ -52,7 +53,8 @@ def member_modes(cfg: BenchConfig, teacher: nn.Module) -> list[str]:
 
 
 def teacher_steps(cfg: BenchConfig, device: torch.device) -> dict:
-    """DE and SDDE steps in every member mode (and SDDE reusing the training forward), interleaved."""
+    """DE and SDDE steps in every member mode (and SDDE reusing the training forward, and SDDE with the diversity
+    batch in train-mode BatchNorm), interleaved."""
     base = make_teacher(cfg)
     headline = base.resolved_mode(device)
     x, y = step_batch(cfg, cfg.members)
@@ -63,6 +65,9 @@ def teacher_steps(cfg: BenchConfig, device: torch.device) -> dict:
         cases[f"sdde/{mode}"] = train_step(clone(base, mode), bench_objective("sdde", cfg), batch)
     cases[f"sdde_same_batch/{headline}"] = train_step(
         clone(base, headline), bench_objective("sdde", cfg, same_batch=True), shared
+    )
+    cases[f"sdde_train_bn/{headline}"] = train_step(
+        clone(base, headline), bench_objective("sdde", cfg, diversity_bn="train"), batch
     )
     times = interleaved(cases, device, cfg.reps, cfg.warmup)
     steps = {k: stats(v) for k, v in times.items()}
@@ -76,6 +81,7 @@ def teacher_steps(cfg: BenchConfig, device: torch.device) -> dict:
         "sdde_member_images_per_s": images / (med[f"sdde/{headline}"] / 1000),
         "sdde_over_de": med[f"sdde/{headline}"] / med[f"de/{headline}"],
         "sdde_same_batch_over_de": med[f"sdde_same_batch/{headline}"] / med[f"de/{headline}"],
+        "sdde_train_bn_over_sdde": med[f"sdde_train_bn/{headline}"] / med[f"sdde/{headline}"],
     }
     if "de/vmap" in med:
         out["vmap_over_loop"] = {
