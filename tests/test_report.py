@@ -134,6 +134,13 @@ def test_gain_share_by_hand():
     assert gain_share(0.9, 0.8, 0.8) is None  # the teacher gains nothing
     assert gain_share(0.9, 0.8, 0.8 + 1e-9) is None  # ... or ~nothing
     assert gain_share(None, 0.8, 0.9) is None and gain_share(0.9, float("nan"), 0.8) is None
+    # A teacher worse than the single model has no gain to keep: without the direction the ratio would read a
+    # student worse than both as "more than the whole gain" (MNIST, 12-epoch single vs 6-epoch teacher).
+    assert gain_share(0.966, 0.980, 0.970) == pytest.approx(1.4)
+    assert gain_share(0.966, 0.980, 0.970, higher_is_better=True) is None
+    assert gain_share(0.21, 0.09, 0.20, higher_is_better=False) is None
+    assert gain_share(0.95, 0.90, 1.00, higher_is_better=True) == pytest.approx(0.5)
+    assert gain_share(0.30, 0.40, 0.20, higher_is_better=False) == pytest.approx(0.5)
     summary = {
         "teacher": {"acc": 0.9, "nll": 0.2, "neg_mi": 0.8},
         "single": {"acc": 0.8, "nll": 0.4, "neg_mi": None},
@@ -141,6 +148,8 @@ def test_gain_share_by_hand():
     }
     shares = gain_table(summary, "single", ["s"])["s"]
     assert shares["acc"] == pytest.approx(0.8) and shares["nll"] == pytest.approx(0.75) and shares["neg_mi"] is None
+    worse_teacher = {**summary, "teacher": {"acc": 0.79, "nll": 0.5, "neg_mi": 0.8}}
+    assert gain_table(worse_teacher, "single", ["s"])["s"] == {"acc": None, "nll": None, "neg_mi": None}
     assert teacher_gain(summary, "single") == pytest.approx({"acc": 0.1, "nll": 0.2, "neg_mi": None})
 
 

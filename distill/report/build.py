@@ -37,7 +37,7 @@ CONVENTIONS = {
     "dee": "deep-ensemble equivalent against sub-ensembles of the teacher's members (calibrated log-likelihood); "
     "floored at 1 and capped at the teacher's size M (no extrapolation)",
     "gain_share": "(model - baseline) / (teacher - baseline): 1 = keeps the whole teacher gain, 0 = no better than "
-    "the baseline; null when the teacher's gain is ~0",
+    "the baseline; null when the teacher is not better than the baseline (no gain to keep)",
     "members": "mean ± sample std (ddof=1) over the teacher's members, each evaluated as a model of its own",
     "attribution": ATTRIBUTION_TARGET,
     "corruption": "severity 0 = the same test images clean; each severity averages the corruptions",
