@@ -80,9 +80,9 @@ def _gain(r: dict) -> Lines:
     students = list(r["gain_share"])
     text = (
         f"`(student - baseline) / (teacher - baseline)`, the baseline being {baseline_text(r)}: 1 = the student keeps "
-        "the whole gain of the ensemble, 0 = no better than one network; '-' when the teacher gains ~0. Teacher gain: "
-        "the teacher's improvement over the baseline (positive = better; a share means little where it is not "
-        "clearly positive). Each student cell: its value (its share of the gain)."
+        "the whole gain of the ensemble, 0 = no better than one network; '-' where the teacher is not better than the "
+        "baseline (no gain to keep). Teacher gain: the teacher's improvement over the baseline (positive = better). "
+        "Each student cell: its value (its share of the gain)."
     )
     base, teacher = r["summary"][r["reference"]], r["summary"]["teacher"]
     rows = []
