@@ -29,7 +29,7 @@ class DataCfg:
     augment: bool = True
     crop_padding: int = 0  # random crop with this zero padding; 0 disables
     flip: bool = False  # random horizontal flip
-    limit_train: int | None = None  # keep only the first N training images (quick runs)
+    limit_train: int | None = None  # a seeded, class-stratified subset of N training images
     holdout_classes: list[int] = field(default_factory=list)  # removed from training; an OOD set
     outlier: str | None = None  # outlier-exposure dataset name (SDDE_OOD); same root rules as `name`
     outlier_root: str | None = None

@@ -7,6 +7,7 @@ dataset: held-out classes, the seeded val / test split, per-channel mean and std
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +26,12 @@ class DatasetMeta:
     mean: tuple[float, ...]  # per channel, in [0, 1] pixel units, from the training split
     std: tuple[float, ...]
     class_names: tuple[str, ...] = ()
+    # What a training subset drew, when one was asked for (see :func:`stratified_subset`); part of the data
+    # identity that a student and its teacher must share.
+    subset: dict | None = None
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "name": self.name,
             "num_classes": self.num_classes,
             "channels": self.channels,
@@ -36,6 +40,9 @@ class DatasetMeta:
             "std": list(self.std),
             "class_names": list(self.class_names),
         }
+        if self.subset is not None:
+            out["subset"] = self.subset
+        return out
 
     @classmethod
     def from_json(cls, d: dict) -> DatasetMeta:
@@ -47,6 +54,7 @@ class DatasetMeta:
             mean=tuple(d["mean"]),
             std=tuple(d["std"]),
             class_names=tuple(d.get("class_names", ())),
+            subset=d.get("subset"),
         )
 
 
@@ -118,6 +126,48 @@ def _split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tens
     return perm[k:].sort().values, perm[:k].sort().values
 
 
+def stratified_subset(y: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """Sorted indices of ``n`` items of labels ``y`` drawn per class in proportion to the class sizes.
+
+    Each class gets ``floor(n * share)`` items, and the largest remainders one more, so the count is exactly
+    ``n`` and every class keeps at least one item when ``n`` is at least the number of classes. Which items
+    of a class are kept is a seeded permutation, so the draw does not depend on the order of the files
+    (a class-sorted folder cut at ``n`` would keep the first classes only).
+    """
+    classes, counts = y.unique(return_counts=True)
+    if n >= len(y):
+        return torch.arange(len(y))
+    exact = counts.double() * n / len(y)
+    take = exact.floor().long()
+    order = (exact - take).argsort(descending=True, stable=True)
+    take[order[: n - int(take.sum())]] += 1
+    short = (take == 0) & (counts > 0)
+    if short.any():  # give a class with no item one, from the classes with the most
+        for c in short.nonzero().flatten().tolist():
+            take[int(take.argmax())] -= 1
+            take[c] = 1
+    g = torch.Generator().manual_seed(seed)
+    picked = []
+    for c, k in zip(classes.tolist(), take.tolist()):
+        idx = (y == c).nonzero().flatten()
+        picked.append(idx[torch.randperm(len(idx), generator=g)[:k]])
+    return torch.cat(picked).sort().values
+
+
+def check_classes(splits: dict[str, torch.Tensor], num_classes: int, dataset: str) -> None:
+    """Refuse a split that lacks a class the model predicts: its metrics would be silently wrong."""
+    for split, y in splits.items():
+        if len(y) == 0:  # an empty split is asked for (val_fraction: 0), not a lost class
+            continue
+        absent = sorted(set(range(num_classes)) - set(y.unique().tolist()))
+        if absent:
+            shown = ", ".join(map(str, absent[:20])) + (", ..." if len(absent) > 20 else "")
+            raise UserError(
+                f"data: the {split} split of '{dataset}' has no images of class(es) {shown} "
+                f"(of 0..{num_classes - 1}); give more images or a larger split fraction"
+            )
+
+
 def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of uint8 images, in [0, 1] units."""
     xf = x.float().div_(255).transpose(0, 1).reshape(x.shape[1], -1)
@@ -141,7 +191,9 @@ def load_dataset(
     ``val_fraction`` of the remaining training images become the validation split. Both cuts are seeded by
     ``split_seed`` only, so every run and every model of one recipe sees the same split.
     ``holdout_classes`` are removed everywhere and their test images kept as ``heldout_x`` (an OOD set);
-    the remaining labels are renumbered 0..K-1.
+    the remaining labels are renumbered 0..K-1. ``limit_train`` keeps a seeded, class-stratified subset of
+    the training split (:func:`stratified_subset`), recorded in ``meta.subset``. Every split must hold
+    every class, or this is a :class:`UserError` naming the split and the classes.
     """
     raw = raw_data(name, root)
     x, y = raw.x, raw.y
@@ -152,8 +204,17 @@ def load_dataset(
         test_x, test_y = raw.test_x, raw.test_y
     keep, val = _split(len(y), val_fraction, split_seed + 1)
     val_x, val_y, x, y = x[val], y[val], x[keep], y[keep]
-    if limit_train is not None:
-        x, y = x[:limit_train], y[:limit_train]
+    subset = None
+    if limit_train is not None and limit_train < len(y):
+        # Seeded by split_seed (not the model seed), so every model of a recipe trains on the same subset.
+        idx = stratified_subset(y, limit_train, split_seed + 2)
+        x, y = x[idx], y[idx]
+        subset = {
+            "limit_train": int(limit_train),
+            "seed": split_seed + 2,
+            "per_class": torch.bincount(y).tolist(),
+            "indices_sha256": hashlib.sha256(idx.numpy().astype("<i8").tobytes()).hexdigest()[:16],
+        }
     num_classes = int(max(y.max(), test_y.max())) + 1
     names = raw.class_names or tuple(str(c) for c in range(num_classes))
     heldout_x = None
@@ -176,6 +237,9 @@ def load_dataset(
         test_x, test_y = only_kept(test_x, test_y)
         names = tuple(names[int(c)] for c in kept)
         num_classes = len(kept)
+    check_classes({"training": y, "validation": val_y, "test": test_y}, num_classes, name)
+    if subset is not None and holdout_classes:
+        subset["per_class"] = torch.bincount(y, minlength=num_classes).tolist()
     mean, std = channel_stats(x)
     meta = DatasetMeta(
         name=name,
@@ -185,6 +249,7 @@ def load_dataset(
         mean=mean,
         std=std,
         class_names=names,
+        subset=subset,
     )
     return Splits(meta, x, y, val_x, val_y, test_x, test_y, heldout_x)
 

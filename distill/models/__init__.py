@@ -12,7 +12,7 @@ from torch import nn
 
 from distill import UserError
 from distill.data.base import DatasetMeta
-from distill.models import resnet, small  # noqa: F401  (registers architectures)
+from distill.models import airnet, resnet, small  # noqa: F401  (registers architectures)
 from distill.models.ensemble import Ensemble, eval_mode, log_mean_probs, mean_probs
 from distill.models.registry import ARCHS, Normalized, build_arch, register_arch
 
