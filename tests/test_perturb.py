@@ -178,7 +178,40 @@ VARIANTS = [
     ("disagree", {}),
     ("disagree", {"objective": "kl", "norm": "linf", "random_start": True}),
     ("disagree", {"objective": "std", "direction": "random", "select": "last"}),
+    ("disagree", {"start": "mixup", "steps": 2}),
+    ("mixup", {}),
 ]
+
+
+def test_mixup_mixes_pairs_of_the_batch_with_seeded_weights(teacher, digits):
+    x, y = batch(digits)
+    res = make_perturbation("mixup", {"alpha": 0.4})(teacher, x, y, gen(1))
+    again = make_perturbation("mixup", {"alpha": 0.4})(teacher, x, y, gen(1))
+    assert torch.equal(res.x, again.x) and not torch.equal(res.x, make_perturbation("mixup")(teacher, x, y, gen(2)).x)
+    # every mixed image is lam * x_b + (1 - lam) * x_j for some other image j of the batch and one lam in [0, 1]
+    flat, mixed = x.flatten(1), res.x.flatten(1)
+    for b in range(len(x)):
+        lams = []
+        for j in range(len(x)):
+            d = flat[b] - flat[j]
+            if d.norm() < 1e-6:
+                continue
+            lam = ((mixed[b] - flat[j]) @ d / (d @ d)).item()
+            if (lam * flat[b] + (1 - lam) * flat[j] - mixed[b]).abs().max() < 1e-5:
+                lams.append(lam)
+        assert lams and -1e-6 <= lams[0] <= 1 + 1e-6
+    assert res.stats["delta_rms"] > 0.05  # far larger than an ODS step: a different point, not a nudge
+    assert torch.allclose(res.teacher_logits_perturbed, teacher_logits(teacher.eval(), res.x), atol=1e-5)
+
+
+def test_disagree_from_mixed_inputs_searches_around_the_mixed_image(teacher, digits):
+    x, y = batch(digits)
+    params = {"start": "mixup", "steps": 2, "eps": 2 / 255}
+    res = make_perturbation("disagree", params)(teacher, x, y, gen(3))
+    centre = make_perturbation("mixup")(teacher, x, y, gen(3)).x  # the same draws give the same mix
+    assert rms(res.x - centre).max() <= 2 / 255 + 1e-6  # inside the ball around the mixed image
+    assert rms(res.x - x).mean() > 0.05  # and far from the clean one
+    assert torch.allclose(res.stats["mi_clean"], mutual_information(teacher_logits(teacher.eval(), x)).mean())
 
 
 def test_variants_cover_every_method():

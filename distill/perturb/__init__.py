@@ -1,7 +1,7 @@
 """The perturbation engine: ``perturb(teacher, x, y, generator) -> PerturbResult`` by name, with the teacher's
 disagreement on the clean and the perturbed batch. One short file per method (after pytorch-ood's layout)."""
 
-from distill.perturb import disagree, ods, simple  # noqa: F401  (registers the methods)
+from distill.perturb import disagree, mixup, ods, simple  # noqa: F401  (registers the methods)
 from distill.perturb.base import (
     DISAGREEMENT,
     PERTURBATIONS,

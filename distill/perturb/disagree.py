@@ -26,6 +26,10 @@ not a candidate: the method always returns a step of the search); ``last`` retur
 extra: J(x_t) comes from the forward of step t, and J(x_K) from the final (perturbed) forward. Forwards of all
 members: K with grad w.r.t. the input, 1 without, plus 1 clean one when ``random_start``.
 
+``start: mixup`` centres the search on a mixed image ``lam x + (1 - lam) x[perm]`` (perturb/mixup.py) instead of
+on x: mixing lands between training images, where members disagree, and the search climbs from there
+(plus 1 clean forward, for the clean statistics).
+
 With ``direction: random``, ``steps: 1``, ``norm: l2``, ``random_start: false`` and ``eps >= step_size`` this is
 ODS with ``eta = step_size`` (the same draws from the same generator give the same x_tilde).
 """
@@ -53,6 +57,7 @@ from distill.perturb.base import (
     teacher_logits,
     unit_rms,
 )
+from distill.perturb.mixup import mix
 
 
 @dataclass(frozen=True)
@@ -66,8 +71,13 @@ class DisagreeParams:
     direction: Literal["objective", "random"] = "objective"
     select: Literal["best", "last"] = "best"
     temperature: float = 1.0  # softmax temperature of the objective and of the random direction
+    # "mixup": search around a mixed image (see perturb/mixup.py) instead of the training image itself, so
+    # the search starts between training images, where members disagree more.
+    start: Literal["clean", "mixup"] = "clean"
+    mix_alpha: float = 1.0  # Beta(mix_alpha, mix_alpha) mixing weight when start is "mixup"
 
     def __post_init__(self) -> None:
+        check_param(self.mix_alpha > 0, "mix_alpha", "a number > 0", self.mix_alpha)
         check_param(self.steps >= 1, "steps", "an integer >= 1", self.steps)
         check_param(self.eps >= 0, "eps", "a number >= 0", self.eps)
         check_param(self.step_size >= 0, "step_size", "a number >= 0", self.step_size)
@@ -109,8 +119,13 @@ def disagree(
 ) -> PerturbResult:
     objective = DISAGREEMENT[params.objective]
     t = params.temperature
+    x_orig, logits_clean = x, None
+    if params.start == "mixup":  # the ball is centred on the mixed image; the clean stats stay on x
+        logits_clean = forward_no_grad(teacher, x)
+        x = mix(x, params.mix_alpha, generator)
     x_cur = random_start(x, params.eps, params.norm, generator) if params.random_start else x.detach()
-    logits_clean = forward_no_grad(teacher, x) if params.random_start else None
+    if params.random_start and logits_clean is None:
+        logits_clean = forward_no_grad(teacher, x)
     best_x = best_j = best_logits = None
 
     def keep(x_t: Tensor, j: Tensor, logits: Tensor) -> None:
@@ -146,4 +161,4 @@ def disagree(
         "objective_clean": objective(logits_clean, t).mean(),
         "objective_perturbed": best_j.mean(),
     }
-    return finish(x, best_x, logits_clean, best_logits, extra)
+    return finish(x_orig, best_x, logits_clean, best_logits, extra)
