@@ -7,6 +7,8 @@ after a crash continues where it stopped.
 from __future__ import annotations
 
 import json
+import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,29 @@ def _finished(run_dir: Path) -> bool:
     return summary.is_file() and "test" in json.loads(summary.read_text())
 
 
-def _stage(run_dir: Path, train: Any) -> None:
+class StageTimes:
+    """Wall time of each stage this invocation ran, written to ``out/stages.json`` as stages finish (a reused
+    stage keeps the time recorded when it ran)."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / "stages.json"
+        self.times: dict[str, float] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def record(self, name: str, seconds: float) -> None:
+        from distill.checkpoint import atomic_write_text
+
+        self.times[name] = round(seconds, 1)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.path, json.dumps(self.times, indent=2))
+
+
+def _stage(run_dir: Path, train: Any, times: StageTimes, name: str) -> None:
     if _finished(run_dir):
         print(f"[reuse] {run_dir}")
         return
+    start = time.perf_counter()
     train(resume=(run_dir / "state.safetensors").exists())
+    times.record(name, time.perf_counter() - start)
 
 
 def run_pipeline(recipe: Recipe, out: Path) -> dict[str, Any]:
@@ -35,23 +55,26 @@ def run_pipeline(recipe: Recipe, out: Path) -> dict[str, Any]:
     names = [s.name for s in recipe.students]
     if len(set(names)) != len(names):
         raise UserError(f"students: names must be unique, got {names}")
+    times = StageTimes(out)
     teacher_dir = out / "teacher"
     print(f"== teacher -> {teacher_dir}")
-    _stage(teacher_dir, lambda resume: train_ensemble(recipe, teacher_dir, resume=resume))
+    _stage(teacher_dir, partial(train_ensemble, recipe, teacher_dir), times, "teacher")
     single_dir = None
     if recipe.single is not None:
         single_dir = out / "single"
         print(f"== single-model baseline -> {single_dir}")
-        _stage(single_dir, lambda resume: train_ensemble(recipe, single_dir, section="single", resume=resume))
+        _stage(single_dir, partial(train_ensemble, recipe, single_dir, section="single"), times, "single")
     student_dirs = []
     for s in recipe.students:
         d = out / "students" / s.name
         print(f"== student '{s.name}' ({s.kind} {s.arch}, perturbation {s.perturb.name}) -> {d}")
-        _stage(d, lambda resume, d=d, s=s: train_student(recipe, teacher_dir, d, name=s.name, resume=resume))
+        _stage(d, partial(train_student, recipe, teacher_dir, d, name=s.name), times, f"student/{s.name}")
         student_dirs.append(d)
     from distill.report import evaluate_runs, format_gap_table
 
     print(f"== report -> {out / 'report'}")
+    start = time.perf_counter()
     report = evaluate_runs(teacher_dir, student_dirs, single_dir, out / "report", recipe.evaluate)
+    times.record("report", time.perf_counter() - start)
     print(format_gap_table(report))
     return report

@@ -1,4 +1,5 @@
-"""Small grey datasets: scikit-learn's digits (embedded) and IDX files (MNIST, notMNIST, Fashion-MNIST)."""
+"""Small grey datasets: scikit-learn's digits and photo patches (embedded) and IDX files (MNIST, notMNIST,
+Fashion-MNIST)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,24 @@ def digits(root: Path | None) -> RawData:
     d = load_digits()
     x = torch.from_numpy(np.round(d.images * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1)
     return RawData(x=x, y=torch.from_numpy(d.target.astype(np.int64)))
+
+
+@register_dataset("sample_patches", hint="It ships inside scikit-learn and needs no files.")
+def sample_patches(root: Path | None) -> RawData:
+    """2,000 grey 32x32 patches cut at seeded positions from scikit-learn's two bundled photos (china.jpg,
+    flower.jpg): natural-image texture with no digit or object class, an OOD set that ships with the install.
+    Labels are all 0 (an OOD set has none); :func:`~distill.data.base.load_ood` resizes them to the model."""
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(0)
+    patches = []
+    for img in load_sample_images().images:  # (427, 640, 3) uint8 each
+        grey = np.round(img.astype(np.float64) @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
+        h, w = grey.shape
+        for i, j in zip(rng.integers(0, h - 32, 1000), rng.integers(0, w - 32, 1000)):
+            patches.append(grey[i : i + 32, j : j + 32])
+    x = torch.from_numpy(np.stack(patches)).unsqueeze(1)  # (2000, 1, 32, 32)
+    return RawData(x=x, y=torch.zeros(len(x), dtype=torch.int64))
 
 
 def read_idx(path: Path) -> np.ndarray:

@@ -137,3 +137,32 @@ def perturbation_figure(stats: dict[str, dict], path: Path) -> None:
         ax.legend(fontsize=8)
     fig.suptitle("The teacher's disagreement on the students' training inputs (mean over epochs)")
     _save(fig, path)
+
+
+def gap_figure(panels: list[tuple[str, list[tuple[str, float, float | None]], bool]], path: Path) -> None:
+    """The gap in one picture: one panel per metric, ``(metric, [(model, value, share or None)], higher_is_better)``
+    with the models in order baseline (the single network), students..., teacher. Each panel is one value axis: the
+    band from the baseline to the teacher is the gain to distil, and each student is a point on that axis with
+    its share kept beside it."""
+    n = len(panels)
+    rows = max(len(models) for _, models, _ in panels)
+    fig = Figure(figsize=(4.2 * n, 0.45 * rows + 1.4))
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for ax, (metric, models, higher) in zip(axes, panels):
+        lo, hi = models[0][1], models[-1][1]
+        ax.axvspan(min(lo, hi), max(lo, hi), color="0.9", zorder=0)
+        for i, (_, v, share) in enumerate(models):
+            y = len(models) - 1 - i
+            ends = i in (0, len(models) - 1)
+            ax.plot([v], [y], "s" if ends else "o", color="k" if ends else colour(i), ms=7)
+            text = f" {v:.3f}" + ("" if share is None else f"  ({share:+.0%} kept)")
+            ax.annotate(text, (v, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
+        ax.set_yticks(range(len(models)), [name for name, _, _ in reversed(models)])
+        ax.set_ylim(-0.7, len(models) - 0.3)
+        ax.set_title(f"{metric} ({'higher' if higher else 'lower'} is better)", fontsize=10)
+        span = [v for _, v, _ in models]
+        pad = (max(span) - min(span)) or 1e-3
+        ax.set_xlim(min(span) - 0.15 * pad, max(span) + 0.9 * pad)  # room for the labels on the right
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)

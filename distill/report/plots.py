@@ -110,7 +110,39 @@ def _perturbation(c: Context, path: Path) -> str | None:
     return None
 
 
+def _gap(c: Context, path: Path) -> str | None:
+    from distill.report.evaluate import higher_is_better
+    from distill.report.gain import gain_share
+    from distill.report.summary import summary_row
+
+    rows = {k: summary_row(e) for k, e in c.models.items()}
+    base = "single" if "single" in rows else "members"
+    students = [r.key for r in c.runs.students]
+    metrics = [("acc", "acc"), ("cnll", "cNLL")]
+    if c.sets:
+        score = _ood_score(c)
+        metrics.append((f"ood_auroc/{score}", f"OOD AUROC ({score})"))
+    panels = []
+    for key, label in metrics:
+        higher = higher_is_better(key)
+        t, b = rows["teacher"].get(key), rows[base].get(key)
+        models = []
+        for name in [base, *students, "teacher"]:
+            v = rows[name].get(key)
+            if v is None and name in (base, "teacher"):
+                break  # no ends, no band: this metric is left out
+            if v is not None:
+                models.append((name, v, gain_share(v, b, t, higher) if name in students else None))
+        else:
+            panels.append((label, models, higher))
+    if not panels:
+        return "nothing to compare: no gap figure."
+    figures.gap_figure(panels, path)
+    return None
+
+
 DRAW = {
+    "gap": _gap,
     "reliability": _reliability,
     "ood_histograms": _ood_histograms,
     "corruption": _corruption,

@@ -22,8 +22,8 @@ from distill.data import Splits
 from distill.recipe import Recipe, recipe_from_dict
 from distill.train import load_splits
 
-META_KEYS = ("name", "num_classes", "channels", "size", "class_names")  # what the model predicts, on what
-SPLIT_KEYS = ("split_seed", "val_fraction", "test_fraction", "holdout_classes")  # the val / test cut
+META_KEYS = ("name", "num_classes", "channels", "size", "class_names", "subset")  # what the model predicts, on what
+SPLIT_KEYS = ("split_seed", "val_fraction", "test_fraction", "limit_train", "holdout_classes")  # the val / test cut
 RESERVED = ("members", "single", "teacher")  # model keys the report uses itself
 
 

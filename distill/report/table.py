@@ -68,6 +68,29 @@ def baseline_text(report: dict[str, Any]) -> str:
     return "the single model" if report["reference"] == "single" else "the teacher's mean member (no single run)"
 
 
+def verdict(report: dict[str, Any]) -> str:
+    """One line: does the teacher beat the baseline on acc and cNLL, and which student keeps the largest share of
+    that gain (the mean of its acc and cNLL shares, over the metrics the teacher improves)."""
+    gain = report["teacher_gain"]
+    won = [m for m in ("acc", "cnll") if (gain.get(m) or 0) > 0]
+    base = baseline_text(report)
+    if not won:
+        return f"verdict: the teacher does not beat {base} on acc or cNLL: there is no gain to distil."
+    names = {"acc": "acc", "cnll": "cNLL"}
+    t = report["summary"]["teacher"]
+    b = report["summary"][report["reference"]]
+    ahead = ", ".join(f"{names[m]} {fmt(b[m])} -> {fmt(t[m])}" for m in won)
+    shares = {s: [v.get(m) for m in won] for s, v in report["gain_share"].items()}
+    scored = {s: sum(v) / len(v) for s, v in shares.items() if all(x is not None for x in v)}
+    if not scored:
+        return f"verdict: the teacher beats {base} ({ahead}); no student was measured."
+    best = max(scored, key=scored.get)
+    kept = ", ".join(f"{names[m]} {shares[best][i]:.0%}" for i, m in enumerate(won))
+    if scored[best] <= 0:
+        return f"verdict: the teacher beats {base} ({ahead}), but no student keeps a positive share ({best}: {kept})."
+    return f"verdict: the teacher beats {base} ({ahead}); best student '{best}' keeps {kept} of that gain."
+
+
 def format_gap_table(report: dict[str, Any]) -> str:
     """Rows: members (mean±std), single, teacher, each student; columns: the test metrics, agreement with the
     teacher, OOD AUROC (the best score's mean over sets, and its name) and accuracy at the top corruption
@@ -78,4 +101,5 @@ def format_gap_table(report: dict[str, Any]) -> str:
         lines += ["", f"share of the teacher's gain kept (1 = all, 0 = none; baseline: {baseline_text(report)})"]
         head, rows = gain_rows(report)
         lines += _render([head, *rows])
+    lines += ["", verdict(report)]
     return "\n".join(lines)
