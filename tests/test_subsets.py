@@ -71,7 +71,8 @@ def test_limit_train_on_a_class_sorted_folder_keeps_every_class(tmp_path):
 def test_a_split_without_a_class_is_an_error_naming_split_and_classes(tmp_path):
     root = sorted_folder(tmp_path / "d", {"a": 20, "b": 20, "c": 1}, test_per_class=2)
     # class c has one image: whichever side of the val cut it lands on, the other split lacks it
-    with pytest.raises(UserError, match=r"the (training|validation) split of 'imagefolder' has no images of class\(es\) 2 "):
+    lacks = r"the (training|validation) split of 'imagefolder' has no images of class\(es\) 2 "
+    with pytest.raises(UserError, match=lacks):
         load_dataset("imagefolder", root, val_fraction=0.5)
     root = sorted_folder(tmp_path / "e", {"a": 20, "b": 20}, test_per_class=0)
     (root / "test" / "a").rmdir()

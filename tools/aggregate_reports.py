@@ -5,9 +5,11 @@
 
 Reads each ``<run>/report/report.json`` (written by ``python -m distill run``) and reports, per model
 (members, single, teacher, each student): accuracy, NLL, ECE, their calibrated versions, Brier, DEE, top-1
-agreement with the teacher, OOD AUROC (best score, mean over OOD sets), accuracy at the highest corruption
-severity; accuracy and NLL at every corruption severity; then the teacher's disagreement on clean vs perturbed
-inputs for each student.
+agreement with the teacher, OOD AUROC near / far (max-softmax score, mean over each group's sets) and for the
+model's best score, accuracy at the highest corruption severity; accuracy and NLL at every corruption severity;
+the share of the teacher's gain each student keeps; the teacher's disagreement on clean vs perturbed inputs for
+each student; with ``--cost``, each model's parameters and CPU latency; and each stage's wall time (from
+``<run>/stages.json``).
 """
 
 from __future__ import annotations
@@ -26,8 +28,12 @@ COLUMNS = [
     ("brier", "Brier"),
     ("dee", "DEE"),
     ("agreement", "agree"),
-    ("ood_auroc/best", "OOD AUROC"),
+    ("ood_near", "OOD AUROC near"),
+    ("ood_far", "OOD AUROC far"),
+    ("ood_auroc/best", "OOD AUROC (best score)"),
 ]
+GAIN = [("acc", "acc"), ("nll", "NLL"), ("cnll", "cNLL"), ("cece", "cECE"), ("brier", "Brier")]
+GAIN += [("ood_auroc/msp", "OOD AUROC (msp)")]
 PERTURB = [
     ("mi_clean", "MI clean"),
     ("mi_perturbed", "MI perturbed"),
@@ -46,13 +52,60 @@ def cell(values: list[float | None], digits: int = 4) -> str:
     return f"{statistics.fmean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
 
 
+def with_groups(report: dict) -> dict:
+    """Summary rows plus ``ood_near`` / ``ood_far``: the max-softmax AUROC averaged over each group's sets (one
+    score for every model, so the columns compare like with like)."""
+    rows = {}
+    for m, row in report["summary"].items():
+        groups = (report["models"][m].get("ood") or {}).get("groups") or {}
+        extra = {f"ood_{g}": ((groups.get(g) or {}).get("msp") or {}).get("auroc") for g in ("near", "far")}
+        rows[m] = {**row, **extra}
+    return rows
+
+
+def cost_rows(report: dict, reps: int = 20) -> list[str]:
+    """Parameters and CPU latency (batch 1 and 256, median of ``reps`` after 3 warm-up calls) of each model of
+    one report, on the threads this process has."""
+    import time
+
+    import torch
+
+    from distill.checkpoint import load_model
+
+    paths = {"single": report["runs"]["single"], "teacher": report["runs"]["teacher"], **report["runs"]["students"]}
+    meta = report["dataset"]
+    lines = ["| model | parameters | latency batch 1 (ms) | latency batch 256 (ms) |", "|---|---|---|---|"]
+    for key, path in paths.items():
+        if path is None:
+            continue
+        model, _ = load_model(Path(path))
+        model.eval()
+        n_params = sum(p.numel() for p in model.parameters())
+        cells = []
+        for b in (1, 256):
+            x = torch.rand(b, meta["channels"], *meta["size"])
+            times = []
+            with torch.inference_mode():
+                for i in range(reps + 3):
+                    t = time.perf_counter()
+                    model(x)
+                    if i >= 3:
+                        times.append(time.perf_counter() - t)
+            cells.append(f"{statistics.median(times) * 1000:.2f}")
+        lines.append(f"| {key} | {n_params:,} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--title", default="")
+    ap.add_argument("--cost", action="store_true", help="time each model of the first run (CPU latency)")
     args = ap.parse_args()
     reports = [json.loads((r / "report" / "report.json").read_text()) for r in args.runs]
+    for r in reports:
+        r["summary"] = with_groups(r)
     models = list(reports[0]["summary"])
     sev = max(reports[0]["corruptions"]["severities"] or [0])
     cols = [*COLUMNS, (f"corruption_acc/s{sev}", f"acc @ severity {sev}")] if sev else COLUMNS
@@ -69,6 +122,15 @@ def main() -> None:
         for m in models:
             vals = [[r["summary"][m].get(f"{key}/s{k}") for r in reports] for k in [0, *sevs]]
             lines.append(f"| {m} | " + " | ".join(cell(v, 3) for v in vals) + " |")
+    if reports[0]["gain_share"]:
+        lines += ["", f"Share of the teacher's gain kept (baseline: {reports[0]['reference']}; 1 = all, 0 = none):", ""]
+        lines += ["| student | " + " | ".join(g[1] for g in GAIN) + " |", "|---" * (len(GAIN) + 1) + "|"]
+        for m in reports[0]["gain_share"]:
+            vals = [[r["gain_share"][m].get(k) for r in reports] for k, _ in GAIN]
+            lines.append(f"| {m} | " + " | ".join(cell(v, 2) for v in vals) + " |")
+        lines += ["", "Teacher's gain over the baseline (positive = better):", ""]
+        lines += ["| " + " | ".join(g[1] for g in GAIN) + " |", "|---" * len(GAIN) + "|"]
+        lines.append("| " + " | ".join(cell([r["teacher_gain"].get(k) for r in reports]) for k, _ in GAIN) + " |")
     students = [m for m in models if reports[0]["models"][m].get("perturbation")]
     if students:
         lines += ["", "Teacher disagreement on the inputs each student was trained on (mean over epochs):", ""]
@@ -76,6 +138,16 @@ def main() -> None:
         for m in students:
             vals = [[(r["models"][m]["perturbation"] or {}).get(k) for r in reports] for k, _ in PERTURB]
             lines.append(f"| {m} | " + " | ".join(cell(v) for v in vals) + " |")
+    stages = [json.loads((r / "stages.json").read_text()) for r in args.runs if (r / "stages.json").is_file()]
+    if stages:
+        names = list(stages[0])
+        lines += ["", f"Wall time of each stage, seconds ({len(stages)} runs):", ""]
+        lines += ["| " + " | ".join([*names, "total"]) + " |", "|---" * (len(names) + 1) + "|"]
+        totals = [sum(s.values()) for s in stages]
+        lines.append("| " + " | ".join([*(cell([s.get(n) for s in stages], 0) for n in names), cell(totals, 0)]) + " |")
+    if args.cost:
+        lines += ["", f"Parameters and CPU latency ({args.runs[0]}; median of 20 calls after 3 warm-up calls):", ""]
+        lines += cost_rows(reports[0])
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -70,25 +70,24 @@ def baseline_text(report: dict[str, Any]) -> str:
 
 def verdict(report: dict[str, Any]) -> str:
     """One line: does the teacher beat the baseline on acc and cNLL, and which student keeps the largest share of
-    that gain (the mean of its acc and cNLL shares, over the metrics the teacher improves)."""
+    that gain (ranked by the mean of its shares over the metrics the teacher improves; every share is printed)."""
     gain = report["teacher_gain"]
     won = [m for m in ("acc", "cnll") if (gain.get(m) or 0) > 0]
     base = baseline_text(report)
     if not won:
         return f"verdict: the teacher does not beat {base} on acc or cNLL: there is no gain to distil."
     names = {"acc": "acc", "cnll": "cNLL"}
-    t = report["summary"]["teacher"]
-    b = report["summary"][report["reference"]]
+    t, b = report["summary"]["teacher"], report["summary"][report["reference"]]
     ahead = ", ".join(f"{names[m]} {fmt(b[m])} -> {fmt(t[m])}" for m in won)
     shares = {s: [v.get(m) for m in won] for s, v in report["gain_share"].items()}
     scored = {s: sum(v) / len(v) for s, v in shares.items() if all(x is not None for x in v)}
     if not scored:
         return f"verdict: the teacher beats {base} ({ahead}); no student was measured."
     best = max(scored, key=scored.get)
-    kept = ", ".join(f"{names[m]} {shares[best][i]:.0%}" for i, m in enumerate(won))
-    if scored[best] <= 0:
+    kept = " and ".join(f"{shares[best][i]:.0%} of the {names[m]} gain" for i, m in enumerate(won))
+    if max(max(v) for s, v in shares.items() if s in scored) <= 0:
         return f"verdict: the teacher beats {base} ({ahead}), but no student keeps a positive share ({best}: {kept})."
-    return f"verdict: the teacher beats {base} ({ahead}); best student '{best}' keeps {kept} of that gain."
+    return f"verdict: the teacher beats {base} ({ahead}); best student '{best}' keeps {kept}."
 
 
 def format_gap_table(report: dict[str, Any]) -> str:
