@@ -66,16 +66,17 @@ def snow(x: Tensor, severity: int, g: Draws) -> Tensor:
 
 # One row per photo the reference draws from (frost1 .. frost5: its randint(5) never picks frost6; frost2 and
 # frost3 hold the same pixels), measured on every 32x32 crop of the photo shrunk by 0.2 as the reference shrinks
-# it (tools/frost_stats.py). Columns: mean RGB of a crop; the spread (std) of crop means across crops, per
-# channel; the mean std of a crop's luma ("contrast") and the std of its log; the channel gains (each channel's
-# mean within-crop std over the contrast); the crop's radial power spectrum as ``P(r) = r^-beta + floor``, r in
-# cycles per crop width, fitted so that crops of the synthesised field have the photo crops' spectrum.
+# it (``python tools/frost_stats.py DIR --fit`` prints these rows). Columns: mean RGB of a crop; the spread
+# (std) of crop means across crops, per channel; the mean std of a crop's luma ("contrast") and the std of its
+# log; the channel gains (each channel's mean within-crop std over the contrast); the crop's radial power
+# spectrum as ``P(r) = r^-beta + floor``, r in cycles per crop width, fitted so that crops of the synthesised
+# field have the photo crops' spectrum. Summary statistics only: no pixel of the photos is shipped.
 _FROST_PROFILES = (
-    ((0.301, 0.581, 0.646), (0.068, 0.037, 0.030), 0.0565, 0.180, (1.472, 0.904, 0.866), 2.81, 0.0105),
-    ((0.778, 0.796, 0.832), (0.032, 0.035, 0.038), 0.0707, 0.157, (0.984, 1.004, 1.034), 2.13, 0.0257),
-    ((0.778, 0.796, 0.832), (0.032, 0.035, 0.038), 0.0707, 0.157, (0.984, 1.004, 1.034), 2.13, 0.0257),
-    ((0.563, 0.621, 0.671), (0.039, 0.039, 0.042), 0.1018, 0.087, (0.995, 0.998, 1.037), 2.35, 0.0587),
-    ((0.403, 0.447, 0.494), (0.064, 0.062, 0.059), 0.1348, 0.177, (1.010, 0.999, 0.979), 1.54, 0.0165),
+    ((0.301, 0.581, 0.646), (0.068, 0.037, 0.030), 0.0565, 0.180, (1.472, 0.904, 0.866), 2.79, 0.0106),
+    ((0.778, 0.796, 0.832), (0.032, 0.035, 0.038), 0.0707, 0.157, (0.984, 1.004, 1.034), 2.11, 0.0261),
+    ((0.778, 0.796, 0.832), (0.032, 0.035, 0.038), 0.0707, 0.157, (0.984, 1.004, 1.034), 2.11, 0.0261),
+    ((0.563, 0.621, 0.671), (0.039, 0.039, 0.042), 0.1018, 0.087, (0.995, 0.998, 1.037), 2.32, 0.0596),
+    ((0.403, 0.447, 0.494), (0.064, 0.062, 0.059), 0.1348, 0.177, (1.010, 0.999, 0.979), 1.52, 0.0167),
 )
 
 
