@@ -107,8 +107,10 @@ class EvalCfg:
     ood_scores: list[str] = field(
         default_factory=lambda: ["msp", "max_logit", "neg_entropy", "neg_mi", "mal", "min_member_max_logit"]
     )
-    corruptions: list[str] | None = None  # None: all 15 CIFAR-10-C corruptions; [] disables the sweep
+    corruptions: list[str] | None = None  # None: CIFAR-10-C's 15 (the 4 extras only by name); [] disables
     corruption_limit: int = 1000  # test images used for the corruption sweep
+    corruption_seed: int = 0  # image i of the sweep draws its noise from (corruption_seed, i), whatever the batches
+    frost_images: str | None = None  # dir with CIFAR-10-C's frost1.png .. frost5.jpg: frost as the original does
     severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     cam_images: int = 8  # test images in the CAM grid figure
     diversity_images: int = 500  # test images for the saliency / attribution / CKA diversity measures

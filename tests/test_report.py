@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -87,6 +88,7 @@ def test_report_json_has_every_model_and_metric(report):
     assert data == rep
     assert list(data["models"]) == list(MODELS)
     assert data["reference"] == "single"
+    assert data["corruptions"]["seed"] == 0 and data["corruptions"]["frost"] is None  # frost not swept
     sevs = ["0", "1", "5"]
     for key in MODELS:
         e = data["models"][key]
@@ -234,3 +236,34 @@ def test_without_single_the_mean_member_is_the_baseline(runs, tmp_path):
     expected = (s["confods"]["cnll"] - s["members"]["cnll"]) / (s["teacher"]["cnll"] - s["members"]["cnll"])
     assert rep["gain_share"]["confods"]["cnll"] == pytest.approx(expected)
     assert "teacher's mean member" in format_gap_table(rep)
+
+
+def test_frost_from_the_users_photos_is_named_in_the_report(runs, tmp_path):
+    from PIL import Image
+
+    from distill.data.corruptions import FROST_FILES
+
+    photos = tmp_path / "frost"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for f in FROST_FILES:  # PNG data under every name: PIL reads by content
+        Image.fromarray(rng.integers(0, 256, (300, 300, 3), dtype=np.uint8)).save(photos / f, format="PNG")
+    cfg = EvalCfg(
+        ood=[],
+        ood_scores=["msp"],
+        corruptions=["frost"],
+        severities=[2],
+        corruption_limit=16,
+        corruption_seed=3,
+        frost_images=str(photos),
+        cam_images=2,
+        diversity_images=32,
+    )
+    rep = evaluate_runs(runs / "teacher", [], None, tmp_path / "out", cfg)
+    assert rep["corruptions"]["seed"] == 3
+    assert rep["corruptions"]["frost"] == f"CIFAR-10-C's frost photos from {photos}, cropped as the original does"
+    assert f"Frost: CIFAR-10-C's frost photos from {photos}" in (tmp_path / "out" / "report.md").read_text()
+    (photos / "frost5.jpg").unlink()
+    with pytest.raises(UserError, match="lacks frost5.jpg"):
+        evaluate_runs(runs / "teacher", [], None, tmp_path / "out2", cfg)
+    assert not (tmp_path / "out2").exists()

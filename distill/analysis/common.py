@@ -59,9 +59,9 @@ def corruption_set(
     x: torch.Tensor, names: list[str] | None, severities: list[int], seed: int = 0
 ) -> tuple[torch.Tensor, list[tuple[str, int]]]:
     """Every (corruption, severity) of uint8 images ``x``, concatenated: ``(S * N, C, H, W)`` and the S keys."""
-    from distill.data.corruptions import CORRUPTIONS, corrupt
+    from distill.data.corruptions import BENCHMARK, corrupt
 
-    names = list(CORRUPTIONS) if names is None else list(names)
+    names = list(BENCHMARK) if names is None else list(names)  # None: CIFAR-10-C's 15, not the extras
     keys = [(n, s) for n in names for s in severities]
     if not keys or len(x) == 0:
         return x[:0], []

@@ -11,7 +11,7 @@ import torch
 from distill.checkpoint import atomic_write_text
 from distill.jsonio import to_plain, write_json
 from distill.recipe import EvalCfg
-from distill.report.corruption import check_severities, corruption_names, corruption_results, sweep
+from distill.report.corruption import check_severities, corruption_names, corruption_results, frost_source, sweep
 from distill.report.diversity import ATTRIBUTION_TARGET, diversity
 from distill.report.evaluate import N_BINS, Reference, Source, make_reference, model_metrics
 from distill.report.gain import gain_table, teacher_gain
@@ -40,7 +40,8 @@ CONVENTIONS = {
     "the baseline; null when the teacher is not better than the baseline (no gain to keep)",
     "members": "mean ± sample std (ddof=1) over the teacher's members, each evaluated as a model of its own",
     "attribution": ATTRIBUTION_TARGET,
-    "corruption": "severity 0 = the same test images clean; each severity averages the corruptions",
+    "corruption": "severity 0 = the same test images clean; each severity averages the corruptions; image i's "
+    "noise is drawn from (evaluate.corruption_seed, i), independent of the batch size",
 }
 
 
@@ -139,12 +140,14 @@ def evaluate_runs(
     cfg = cfg or runs.recipe.evaluate
     check_scores(cfg.ood_scores)
     names, severities = corruption_names(cfg.corruptions), check_severities(cfg.severities)
-    sets, notes = load_ood_sets(cfg.ood, runs.splits)
-    preds = _predict(runs, sets, cfg, device)
     n_corr = min(cfg.corruption_limit, len(runs.splits.test_y))
     swept = bool(names and severities and n_corr > 0)
+    frost = frost_source(names, cfg.frost_images) if swept else None
+    sets, notes = load_ood_sets(cfg.ood, runs.splits)
+    preds = _predict(runs, sets, cfg, device)
     if swept:
-        sweep(list(preds.values()), runs.splits.test_x[:n_corr], names, severities, cfg.batch_size)
+        x_corr = runs.splits.test_x[:n_corr]
+        sweep(list(preds.values()), x_corr, names, severities, cfg.batch_size, cfg.corruption_seed, cfg.frost_images)
     else:
         notes.append("corruption sweep off (evaluate.corruptions, severities or corruption_limit empty).")
     ref = make_reference(preds["teacher"], runs.splits.val_y, runs.splits.test_y)
@@ -175,7 +178,13 @@ def evaluate_runs(
         "config": dataclasses.asdict(cfg),
         "conventions": CONVENTIONS,
         "ood_sets": [{"name": s.name, "group": s.group, "images": len(s.x)} for s in sets],
-        "corruptions": {"names": names if swept else [], "severities": severities if swept else [], "images": n_corr},
+        "corruptions": {
+            "names": names if swept else [],
+            "severities": severities if swept else [],
+            "images": n_corr,
+            "seed": cfg.corruption_seed,
+            "frost": frost,
+        },
         "dee_curve": ref.curve,
         "models": models,
         "summary": summary,

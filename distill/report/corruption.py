@@ -2,7 +2,8 @@
 
 Each corrupted set is made once and passed through every model (then only the logits are kept); severity 0 is
 the same images, clean. Per model and severity: accuracy, NLL and ECE of the averaged probabilities, averaged
-over the corruptions (and each corruption on its own).
+over the corruptions (and each corruption on its own). Image ``i`` of the swept images draws its noise from
+``(seed, i)`` alone, so the numbers do not depend on the evaluation batch size.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 from torch import Tensor
 
 from distill import UserError
-from distill.data.corruptions import CORRUPTIONS, corrupt
+from distill.data.corruptions import BENCHMARK, CORRUPTIONS, corrupt, load_frost_photos
 from distill.metrics import accuracy, ece, nll
 from distill.report.evaluate import N_BINS, Source
 from distill.report.predictions import Predictions, mean_probs64
@@ -22,9 +23,9 @@ MEASURES = ("acc", "nll", "ece")
 
 
 def corruption_names(names: list[str] | None) -> list[str]:
-    """``None``: all 15; otherwise the given names, checked."""
+    """``None``: CIFAR-10-C's 15; otherwise the given names (the 4 extras among them if named), checked."""
     if names is None:
-        return list(CORRUPTIONS)
+        return list(BENCHMARK)
     unknown = [n for n in names if n not in CORRUPTIONS]
     if unknown:
         raise UserError(f"evaluate.corruptions: unknown {unknown}; expected some of: {', '.join(CORRUPTIONS)}")
@@ -42,18 +43,42 @@ def key(name: str, severity: int) -> str:
     return f"corrupt/{name}/{severity}"
 
 
-def corrupted(x: Tensor, name: str, severity: int, batch_size: int) -> Tensor:
-    """``x`` corrupted batch by batch (batch ``i`` seeded with ``i``: reproducible, independent noise)."""
+def frost_source(names: list[str], frost_images: str | None) -> str | None:
+    """What the report says frost was made from; ``None`` when frost is not swept. Checks the photos are there."""
+    if "frost" not in names:
+        return None
+    if frost_images is None:
+        return "synthetic texture with the frost photos' moments and spectrum (evaluate.frost_images unset)"
+    load_frost_photos(frost_images)  # a UserError now rather than after the predictions
+    return f"CIFAR-10-C's frost photos from {frost_images}, cropped as the original does"
+
+
+def corrupted(
+    x: Tensor, name: str, severity: int, batch_size: int, seed: int = 0, frost_images: str | None = None
+) -> Tensor:
+    """``x`` corrupted batch by batch; image ``i``'s noise comes from ``(seed, i)``, so any ``batch_size`` gives the
+    same bytes as corrupting ``x`` whole."""
     return torch.cat(
-        [corrupt(x[i : i + batch_size], name, severity, seed=i // batch_size) for i in range(0, len(x), batch_size)]
+        [
+            corrupt(x[i : i + batch_size], name, severity, seed, start=i, frost_images=frost_images)
+            for i in range(0, len(x), batch_size)
+        ]
     )
 
 
-def sweep(preds: list[Predictions], x: Tensor, names: list[str], severities: list[int], batch_size: int) -> None:
+def sweep(
+    preds: list[Predictions],
+    x: Tensor,
+    names: list[str],
+    severities: list[int],
+    batch_size: int,
+    seed: int = 0,
+    frost_images: str | None = None,
+) -> None:
     """Fill every model's cache with its logits on every corrupted set."""
     for name in names:
         for sev in severities:
-            xc = corrupted(x, name, sev, batch_size)
+            xc = corrupted(x, name, sev, batch_size, seed, frost_images)
             for p in preds:
                 p.logits(key(name, sev), xc)
 

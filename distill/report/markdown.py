@@ -169,6 +169,8 @@ def _corruption(r: dict) -> Lines:
         f"{len(c['names'])} corruptions ({', '.join(c['names'])}) on the first {c['images']} test images; each "
         "severity averages the corruptions; severity 0 = the same images, clean."
     )
+    if c.get("frost"):
+        text += f" Frost: {c['frost']}."
     lines = heading("Corruptions", text)
     for measure, title in (("acc", "Accuracy"), ("nll", "NLL"), ("ece", "ECE")):
         rows = []

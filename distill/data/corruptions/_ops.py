@@ -1,16 +1,18 @@
-"""Helpers shared by the corruptions: seeded draws, luma, padding, Gaussian and kernel filtering, bilinear
-sampling, the motion-blur streak and the original's ``clipped_zoom``."""
+"""Helpers shared by the corruptions: per-image seeded draws, luma, padding, Gaussian and kernel filtering,
+bilinear sampling, ImageMagick's motion blur and the original's ``clipped_zoom``."""
 
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 _GREY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as cv2.COLOR_RGB2GRAY
+_MASK64 = (1 << 64) - 1
 
 
 def _scale(x: Tensor) -> float:
@@ -18,16 +20,61 @@ def _scale(x: Tensor) -> float:
     return min(x.shape[-2:]) / 32.0
 
 
-def _rand(g: torch.Generator, shape: tuple[int, ...], like: Tensor) -> Tensor:
-    return torch.rand(shape, generator=g, device=g.device).to(like.device)
+def _splitmix64(z: int) -> int:
+    z = (z + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
 
 
-def _randn(g: torch.Generator, shape: tuple[int, ...], like: Tensor) -> Tensor:
-    return torch.randn(shape, generator=g, device=g.device).to(like.device)
+def image_seed(seed: int, index: int) -> int:
+    """The seed of image ``index`` of a set corrupted with ``seed``: a 64-bit hash of the pair.
+
+    Hashed rather than ``seed + index`` so that neighbouring seeds do not share images' noise shifted by one;
+    for a fixed seed distinct indices give distinct seeds (splitmix64 is a bijection).
+    """
+    return _splitmix64(_splitmix64(int(seed) & _MASK64) ^ (int(index) & _MASK64))
 
 
-def _uniform(g: torch.Generator, shape: tuple[int, ...], like: Tensor, low: float, high: float) -> Tensor:
-    return low + (high - low) * _rand(g, shape, like)
+class Draws:
+    """The random draws of one batch, image by image: image ``b`` draws from its own CPU generator.
+
+    Every method takes the batch's full ``shape`` (``shape[0]`` = B) and returns a tensor of it on ``like``'s
+    device: image ``b``'s slice depends only on its generator, never on the rest of the batch, so a set
+    corrupted whole or in batches of any size gets the same noise (given the same per-image seeds).
+    """
+
+    def __init__(self, seeds: Sequence[int]) -> None:
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+    def _per_image(self, shape: Sequence[int], like: Tensor, draw: Callable[[int, torch.Generator], Tensor]) -> Tensor:
+        if len(shape) == 0 or shape[0] != len(self.generators):
+            raise ValueError(f"draws for {len(self.generators)} images, asked for shape {tuple(shape)}")
+        return torch.stack([draw(b, g) for b, g in enumerate(self.generators)]).to(like.device)
+
+    def rand(self, shape: Sequence[int], like: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+        """U[0, 1)."""
+        return self._per_image(shape, like, lambda _, g: torch.rand(tuple(shape[1:]), generator=g, dtype=dtype))
+
+    def randn(self, shape: Sequence[int], like: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+        """N(0, 1)."""
+        return self._per_image(shape, like, lambda _, g: torch.randn(tuple(shape[1:]), generator=g, dtype=dtype))
+
+    def uniform(self, shape: Sequence[int], like: Tensor, low: float, high: float) -> Tensor:
+        """U[low, high)."""
+        return low + (high - low) * self.rand(shape, like)
+
+    def randint(self, low: int, high: int, shape: Sequence[int], like: Tensor) -> Tensor:
+        """Integers in ``low .. high - 1`` (int64), as numpy's randint."""
+        return self._per_image(shape, like, lambda _, g: torch.randint(low, high, tuple(shape[1:]), generator=g))
+
+    def poisson(self, rate: Tensor) -> Tensor:
+        """Poisson draws of ``rate`` ``(B, ...)``, on its device."""
+        r = rate.detach().cpu()
+        return self._per_image(rate.shape, rate, lambda b, g: torch.poisson(r[b], generator=g))
 
 
 def _grey(x: Tensor) -> Tensor:
@@ -111,32 +158,44 @@ def _sample(x: Tensor, rows: Tensor, cols: Tensor, padding: str, centred_edges: 
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=centred_edges)
 
 
-def _smear(x: Tensor, angles: Tensor, steps: Tensor, weights: Tensor, padding: str = "border") -> Tensor:
-    """``sum_k weights[k] * x(p + steps[k] * (cos a, sin a))``: x moved along a line at each image's angle.
+def _motion_taps(radius: float, sigma: float, angles: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """ImageMagick's MotionBlurImage kernel: weights ``(K,)`` and whole-pixel offsets ``dx, dy`` ``(B, K)``.
 
-    ``angles`` ``(B,)`` in degrees (x to the right, y down, as ImageMagick); ``steps`` in pixels, bilinear.
-    """
-    rows, cols = _pixel_grid(x)
-    a = torch.deg2rad(angles.to(x))
-    cos, sin = a.cos().view(-1, 1, 1), a.sin().view(-1, 1, 1)
-    out = torch.zeros_like(x)
-    for step, weight in zip(steps.tolist(), weights.tolist()):  # a loop over taps, not pixels
-        out += weight * _sample(x, rows + step * sin, cols + step * cos, padding, True)
-    return out
-
-
-def _motion_blur(x: Tensor, radius: float, sigma: float, angles: Tensor) -> Tensor:
-    """ImageMagick's MotionBlurImage(radius, sigma, angle), at size scale ``s``.
-
-    ImageMagick: ``2 * ceil(radius) + 1`` taps ``i = 0, 1, ...`` with weights ``exp(-i^2 / (2 sigma^2))``
-    (normalised), tap ``i`` read ``round(i * (cos a, sin a))`` pixels away, edges replicated. Here tap ``i`` is
-    read ``i * s`` pixels away with bilinear interpolation (an antialiased streak rather than one rounded to
-    whole pixels, so that it can be shorter than a pixel per tap on images smaller than 32x32).
+    ``K = 2 ceil(radius) + 1`` taps ``i = 0 .. K - 1`` (GetOptimalKernelWidth1D for radius > 0) with weights
+    ``exp(-i^2 / (2 sigma^2))``, normalised; tap ``i`` is read ``ceil(i cos a - 0.5)`` columns and
+    ``ceil(i sin a - 0.5)`` rows away (x to the right, y down): each tap rounded to a whole pixel, half-way
+    cases down, as ImageMagick does. ``angles`` ``(B,)`` in degrees.
     """
     width = 2 * math.ceil(radius) + 1
     i = torch.arange(width, dtype=torch.float64)
-    weights = torch.exp(-(i**2) / (2 * sigma**2))
-    return _smear(x, angles, i * _scale(x), weights / weights.sum())
+    weights = torch.exp(-(i**2) / (2 * max(sigma, 1e-12) ** 2))
+    a = torch.deg2rad(angles.detach().cpu().double()).view(-1, 1)
+    dx = torch.ceil(i * a.cos() - 0.5).long()
+    dy = torch.ceil(i * a.sin() - 0.5).long()
+    return weights / weights.sum(), dx, dy
+
+
+def _motion_blur(x: Tensor, radius: float, sigma: float, angles: Tensor) -> Tensor:
+    """ImageMagick's MotionBlurImage(radius, sigma, angle) of ``x`` ``(B, C, H, W)``, one angle per image.
+
+    ``out(p) = sum_i w_i x(p + offset_i)`` with the kernel of :func:`_motion_taps` (taps rounded to whole
+    pixels), edges replicated (ImageMagick's default 'edge' virtual pixels). On images of another size than
+    32x32, radius and sigma are multiplied by ``s`` before the kernel is built, as if ImageMagick were called
+    with the scaled values: the same streak in image fractions, its taps still one pixel apart.
+    """
+    s = _scale(x)
+    weights, dx, dy = _motion_taps(radius * s, sigma * s, angles)
+    b, c, h, w = x.shape
+    dev = x.device
+    rows, cols = torch.arange(h, device=dev), torch.arange(w, device=dev)
+    flat = x.reshape(b, c, h * w)
+    out = torch.zeros_like(flat)
+    for k, weight in enumerate(weights.tolist()):  # a loop over taps, not pixels
+        r = (rows.view(1, h) + dy[:, k : k + 1].to(dev)).clamp(0, h - 1)  # (B, H)
+        q = (cols.view(1, w) + dx[:, k : k + 1].to(dev)).clamp(0, w - 1)  # (B, W)
+        idx = (r.view(b, h, 1) * w + q.view(b, 1, w)).view(b, 1, h * w).expand(b, c, h * w)
+        out += weight * flat.gather(2, idx)
+    return out.view(b, c, h, w)
 
 
 @functools.lru_cache(maxsize=256)

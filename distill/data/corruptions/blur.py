@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from distill.data.corruptions._ops import _clipped_zoom, _filter2d, _gaussian, _motion_blur, _scale, _uniform
+from distill.data.corruptions._ops import Draws, _clipped_zoom, _filter2d, _gaussian, _motion_blur, _scale
 from distill.data.corruptions.registry import register_corruption
 
 
@@ -36,7 +36,7 @@ def _disk_kernel(radius: float, alias_blur: float, s: float) -> Tensor:
 
 
 @register_corruption("defocus_blur")
-def defocus_blur(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
+def defocus_blur(x: Tensor, severity: int, g: Draws) -> Tensor:
     """Convolution with an antialiased disk (cv2.filter2D, border reflect-101); (radius, alias_blur) =
     (0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1) pixels at 32x32.
 
@@ -83,7 +83,7 @@ def _glass_shuffle(x: Tensor, delta: int, d: Tensor) -> Tensor:
 
 
 @register_corruption("glass_blur")
-def glass_blur(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
+def glass_blur(x: Tensor, severity: int, g: Draws) -> Tensor:
     """Gaussian blur (sigma), quantise to 8 bits, ``iterations`` passes of local pixel shuffling with a reach of
     ``max_delta`` pixels, Gaussian blur again; (sigma, max_delta, iterations) = (0.05, 1, 1), (0.25, 1, 1),
     (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2) at 32x32.
@@ -100,23 +100,22 @@ def glass_blur(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
     b, _, h, w = x.shape
     x = (_gaussian(x, sigma * s) * 255).round_() / 255
     for _ in range(iterations):
-        d = torch.randint(
-            -delta, delta, (b, max(h - 2 * delta, 0), max(w - 2 * delta, 0), 2), generator=g, device=g.device
-        )
+        d = g.randint(-delta, delta, (b, max(h - 2 * delta, 0), max(w - 2 * delta, 0), 2), x)
         x = _glass_shuffle(x, delta, d)
     return _gaussian(x, sigma * s)
 
 
 @register_corruption("motion_blur")
-def motion_blur(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
+def motion_blur(x: Tensor, severity: int, g: Draws) -> Tensor:
     """ImageMagick's motion blur (a one-sided streak with Gaussian tap weights) at an angle uniform in
     [-45, 45] degrees per image; (radius, sigma) = (6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5) at 32x32.
 
-    Departure: the original calls ImageMagick through Wand; we compute the same kernel in torch (see
-    :func:`_motion_blur`: taps bilinear rather than rounded to whole pixels, and spaced ``s`` pixels apart).
+    The original calls ImageMagick through Wand; we compute ImageMagick's kernel in torch, taps rounded to whole
+    pixels as ImageMagick rounds them (see :func:`_motion_blur`), so at 32x32 this is ImageMagick's result up
+    to float rounding. Other sizes scale radius and sigma by ``s``.
     """
     radius, sigma = [(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)][severity - 1]
-    angles = _uniform(g, (x.shape[0],), x, -45.0, 45.0)
+    angles = g.uniform((x.shape[0],), x, -45.0, 45.0)
     return _motion_blur(x, radius, sigma, angles)
 
 
@@ -126,7 +125,7 @@ _ZOOMS = [[1 + 0.01 * i for i in range(n)] for n in (7, 12, 16, 21, 26)]
 
 
 @register_corruption("zoom_blur")
-def zoom_blur(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
+def zoom_blur(x: Tensor, severity: int, g: Draws) -> Tensor:
     """Mean of the image and its centre zooms ``clipped_zoom(x, z)`` for z = 1.00, 1.01, ... up to 1.06, 1.11,
     1.15, 1.20, 1.25 (numpy's ``arange(1, 1.06, 0.01)`` etc. as the original: the float endpoints of severities
     1 and 2 are included). Zoom factors are relative and need no scaling; the original's integer crop and

@@ -13,12 +13,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from distill.data.corruptions._ops import _gaussian, _pixel_grid, _sample, _uniform
+from distill.data.corruptions._ops import Draws, _gaussian, _pixel_grid, _sample
 from distill.data.corruptions.registry import register_corruption
 
 
 @register_corruption("brightness")
-def brightness(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
+def brightness(x: Tensor, severity: int, g: Draws) -> Tensor:
     """In HSV, ``V <- min(V + c, 1)`` with H and S kept; c = 0.05, 0.1, 0.15, 0.2, 0.3.
 
     With H and S fixed every channel is proportional to V, so this is ``x * V' / V`` with ``V = max_c x``
@@ -32,7 +32,7 @@ def brightness(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
 
 
 @register_corruption("contrast")
-def contrast(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
+def contrast(x: Tensor, severity: int, g: Draws) -> Tensor:
     """``(x - m) c + m`` with m the per-image, per-channel mean; c = 0.75, 0.5, 0.4, 0.3, 0.15."""
     c = [0.75, 0.5, 0.4, 0.3, 0.15][severity - 1]
     m = x.mean((2, 3), keepdim=True)
@@ -40,7 +40,7 @@ def contrast(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
 
 
 @register_corruption("elastic_transform")
-def elastic_transform(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
+def elastic_transform(x: Tensor, severity: int, g: Draws) -> Tensor:
     """A random affine warp then an elastic one (Simard et al.), with (alpha, sigma, affine) = IMSIZE x
     (0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03).
 
@@ -61,7 +61,7 @@ def elastic_transform(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
     # the affine map taking 3 points to their moved copies, inverted to find where each output pixel comes from
     cx, cy, q = w // 2, h // 2, size // 3
     src = torch.tensor([[cx + q, cy + q], [cx + q, cy - q], [cx - q, cy - q]], dtype=torch.float64)
-    dst = src + _uniform(g, (b, 3, 2), src, -affine, affine).double()
+    dst = src + g.uniform((b, 3, 2), src, -affine, affine).double()
     homog = torch.cat([src, torch.ones(3, 1, dtype=torch.float64)], 1).expand(b, 3, 3)
     mt = torch.linalg.solve(homog, dst)  # (B, 3, 2): [x y 1] @ mt = moved [x y]
     lin, shift = mt[:, :2].transpose(1, 2), mt[:, 2]
@@ -72,8 +72,8 @@ def elastic_transform(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
     sy = inv[:, 1, 0].view(b, 1, 1) * px + inv[:, 1, 1].view(b, 1, 1) * py
     x = _sample(x, sy, sx, "reflection", True)
     if alpha > 0:
-        dx = alpha * _gaussian(_uniform(g, (b, 1, h, w), x, -1.0, 1.0), sigma, mode="symmetric", truncate=3)
-        dy = alpha * _gaussian(_uniform(g, (b, 1, h, w), x, -1.0, 1.0), sigma, mode="symmetric", truncate=3)
+        dx = alpha * _gaussian(g.uniform((b, 1, h, w), x, -1.0, 1.0), sigma, mode="symmetric", truncate=3)
+        dy = alpha * _gaussian(g.uniform((b, 1, h, w), x, -1.0, 1.0), sigma, mode="symmetric", truncate=3)
         x = _sample(x, rows + dy[:, 0], cols + dx[:, 0], "reflection", False)
     return x
 
@@ -110,7 +110,7 @@ def _pil_box_resize(v: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 @register_corruption("pixelate")
-def pixelate(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
+def pixelate(x: Tensor, severity: int, g: Draws) -> Tensor:
     """PIL BOX resize down to ``int(c H) x int(c W)`` and back up to ``H x W`` (nearest); c = 0.95, 0.9, 0.85,
     0.75, 0.65. The factors are relative and need no scaling. Exactly PIL's result, in torch."""
     c = [0.95, 0.9, 0.85, 0.75, 0.65][severity - 1]
@@ -121,7 +121,7 @@ def pixelate(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
 
 
 @register_corruption("jpeg_compression")
-def jpeg_compression(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
+def jpeg_compression(x: Tensor, severity: int, g: Draws) -> Tensor:
     """JPEG round trip at quality q = 80, 65, 58, 50, 40, with PIL as the original (libjpeg, 4:2:0 chroma
     subsampling for RGB).
 

@@ -8,30 +8,29 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from distill.data.corruptions._ops import _rand, _randn
+from distill.data.corruptions._ops import Draws
 from distill.data.corruptions.registry import register_corruption
 
 
 @register_corruption("gaussian_noise")
-def gaussian_noise(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
+def gaussian_noise(x: Tensor, severity: int, g: Draws) -> Tensor:
     """``x + N(0, c^2)`` per pixel and channel; c = 0.04, 0.06, 0.08, 0.09, 0.10."""
     c = [0.04, 0.06, 0.08, 0.09, 0.10][severity - 1]
-    return x + c * _randn(g, tuple(x.shape), x)
+    return x + c * g.randn(x.shape, x)
 
 
 @register_corruption("shot_noise")
-def shot_noise(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
+def shot_noise(x: Tensor, severity: int, g: Draws) -> Tensor:
     """``Poisson(c x) / c`` per pixel and channel; c = 500, 250, 100, 75, 50 (photons at full scale)."""
     c = [500, 250, 100, 75, 50][severity - 1]
-    rate = (x * c).to(g.device)
-    return torch.poisson(rate, generator=g).to(x.device) / c
+    return g.poisson(x * c) / c
 
 
 @register_corruption("impulse_noise")
-def impulse_noise(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
+def impulse_noise(x: Tensor, severity: int, g: Draws) -> Tensor:
     """Salt and pepper (skimage's ``random_noise(mode='s&p')``): each pixel value (each channel on its own)
     is replaced with probability c by 0 or 1 with equal chance; c = 0.01, 0.02, 0.03, 0.05, 0.07."""
     c = [0.01, 0.02, 0.03, 0.05, 0.07][severity - 1]
-    flip = _rand(g, tuple(x.shape), x) < c
-    salt = (_rand(g, tuple(x.shape), x) < 0.5).to(x.dtype)
+    flip = g.rand(x.shape, x) < c
+    salt = (g.rand(x.shape, x) < 0.5).to(x.dtype)
     return torch.where(flip, salt, x)
