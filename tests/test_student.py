@@ -122,6 +122,8 @@ def test_student_cli_errors(teacher_dir, tmp_path, capsys):
             "--out",
             str(tmp_path / "s"),
             "--set",
+            "data.limit_train=160",  # the teacher's subset: otherwise the same-data check fires first
+            "--set",
             "student.perturb.name=fgsm",
         ]
     )
