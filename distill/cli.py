@@ -92,8 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--format",
         default="torchscript",
-        choices=["torchscript", "exported"],
-        help="torchscript (torch.jit) or exported (torch.export, .pt2)",
+        choices=["torchscript", "exported", "onnx"],
+        help="torchscript (torch.jit), exported (torch.export, .pt2) or onnx (torch.export-based exporter, dynamic "
+        "batch; outputs log_probs and the total / data / knowledge uncertainties; checked with onnxruntime in a "
+        "subprocess)",
     )
     p.add_argument("--out", type=Path, help="output file (default: inside the run directory)")
     return parser
@@ -163,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
 
             path, err = export(args.run, args.format, args.out)
             print(f"wrote {path} (max |difference| from the checkpoint on random inputs: {err:.2e})")
+            if args.format == "onnx":
+                print(f"checked with onnxruntime in a subprocess without distill; stored in {path}.check.json")
             return 0
     except UserError as err:
         print(f"distill: error: {err}", file=sys.stderr)

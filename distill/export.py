@@ -1,23 +1,65 @@
-"""Export a trained model to a file that runs with plain PyTorch, without this package.
+"""Export a trained model to a file that runs without this package: with plain PyTorch, or with ONNX Runtime.
 
-The exported module maps [0, 1] pixels ``(B, C, H, W)`` to the log of the predictive distribution
-``(B, K)``: log of the mean member probability for ensembles and BatchEnsembles, log-softmax for a single
-network (normalisation included). ``exp`` of it is the prediction; argmax is the label.
+``torchscript`` / ``exported``: the module maps [0, 1] pixels ``(B, C, H, W)`` to the log of the predictive
+distribution ``(B, K)``: log of the mean member probability for ensembles, BatchEnsembles and Hydra students,
+log-softmax for a single network and for a Dirichlet student (``log(alpha / alpha_0)``), normalisation included.
+``exp`` of it is the prediction; argmax is the label.
+
+``onnx``: through the torch.export-based exporter (``torch.onnx.export(..., dynamo=True)``) with a dynamic batch
+dimension. Four named outputs, from the model kind's readout (:mod:`distill.students.readout`): ``log_probs
+(B, K)`` (as above) and the uncertainty scores ``total``, ``data`` and ``knowledge`` ``(B,)`` in nats
+(ensemble-like kinds: entropy of the mean, mean member entropy, mutual information, 0 for one network; the
+Dirichlet student: the closed forms of :mod:`distill.metrics.dirichlet`). The file is then checked in a
+subprocess that runs it with onnxruntime and cannot import this package, against the checkpoint's PyTorch
+outputs on random inputs at batch sizes 1 and 7; the max abs difference over every output is returned, printed
+by the CLI and stored next to the file as ``<file>.check.json``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import math
+import subprocess
+import sys
+import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from distill import UserError
-from distill.checkpoint import load_model
+from distill.checkpoint import atomic_write_text, load_model
 
-FORMATS = ("torchscript", "exported")
+FORMATS = ("torchscript", "exported", "onnx")
+CHECK_BATCHES = (1, 7)  # two sizes, so the check covers the dynamic batch dimension
+ONNX_TOLERANCE = 1e-4
+
+# Run in a fresh interpreter (python -I: no PYTHONPATH, no user site, no script directory on sys.path) that is
+# barred from importing this package: what it measures is the file alone, as a deployment would run it.
+ORT_CHECK = """
+import json, sys
+sys.modules["distill"] = None
+import numpy as np, onnxruntime as ort
+sess = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+data = np.load(sys.argv[2])
+feed = sess.get_inputs()[0].name
+names = [o.name for o in sess.get_outputs()]
+worst = {}
+for key in sorted(k for k in data.files if k.startswith("x_")):
+    b = key[2:]
+    for name, got in zip(names, sess.run(None, {feed: data[key]})):
+        want = data[name + "_" + b]
+        if got.shape != want.shape:
+            raise SystemExit(f"{name} at batch {b}: shape {got.shape}, expected {want.shape}")
+        diff = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))))
+        worst[name] = max(worst.get(name, 0.0), diff)
+print(json.dumps({"max_abs_diff": max(worst.values()), "per_output": worst, "onnxruntime": ort.__version__}))
+"""
 
 
 class Deployable(nn.Module):
@@ -31,6 +73,77 @@ class Deployable(nn.Module):
         return torch.logsumexp(logits.float().log_softmax(dim=-1), dim=0) - self.log_m
 
 
+class UncertaintyDeployable(nn.Module):
+    """``x (B, C, H, W)`` -> ``(log_probs (B, K), total (B,), data (B,), knowledge (B,))`` as the kind's readout
+    computes them for export."""
+
+    def __init__(self, model: nn.Module, spec: dict) -> None:
+        super().__init__()
+        from distill.students.readout import readout_for
+
+        self.model = model
+        self.readout = readout_for(spec)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits, _ = self.model(x)
+        return self.readout.export_outputs(logits)
+
+
+def write_onnx(model: nn.Module, spec: dict, example: torch.Tensor, path: Path) -> nn.Module:
+    """Write ``model`` as ONNX with a dynamic batch dimension; returns the module that was exported."""
+    from distill.students.readout import EXPORT_OUTPUTS
+
+    net = UncertaintyDeployable(model, spec).eval()
+    batch = torch.export.Dim("batch", min=1)
+    log = io.StringIO()
+    # the exporter reports its progress on stdout; kept out of the CLI's output unless it fails
+    with warnings.catch_warnings(), contextlib.redirect_stdout(log), torch.no_grad():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                net,
+                (example,),
+                str(path),
+                dynamo=True,
+                input_names=["x"],
+                output_names=list(EXPORT_OUTPUTS),
+                dynamic_shapes={"x": {0: batch}},
+            )
+        except Exception as err:  # the exporter raises many types; say which model failed and why
+            raise UserError(f"ONNX export failed: {type(err).__name__}: {str(err).splitlines()[0][:300]}") from None
+    return net
+
+
+def check_onnx(path: Path, net: nn.Module, shape: tuple[int, ...], batches: tuple[int, ...] = CHECK_BATCHES) -> dict:
+    """Run ``path`` with onnxruntime in a subprocess without this package, on seeded random [0, 1] inputs, against
+    ``net`` (the PyTorch module exported); returns ``{"max_abs_diff", "per_output", "onnxruntime", ...}``."""
+    from distill.students.readout import EXPORT_OUTPUTS
+
+    g = torch.Generator().manual_seed(0)
+    arrays: dict[str, np.ndarray] = {}
+    with torch.no_grad():
+        for b in batches:
+            x = torch.rand(b, *shape, generator=g)
+            arrays[f"x_{b}"] = x.numpy()
+            for name, out in zip(EXPORT_OUTPUTS, net(x)):
+                arrays[f"{name}_{b}"] = out.float().numpy()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "check.npz"
+        np.savez(data, **arrays)
+        proc = subprocess.run(
+            [sys.executable, "-I", "-c", ORT_CHECK, str(Path(path).resolve()), str(data)],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+        )
+    if proc.returncode != 0:
+        raise UserError(f"{path}: the onnxruntime check failed: {proc.stderr.strip().splitlines()[-1:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result.update(batches=list(batches), inputs="uniform [0, 1] pixels, seed 0", tolerance=ONNX_TOLERANCE)
+    result["ok"] = result["max_abs_diff"] <= ONNX_TOLERANCE
+    return result
+
+
 def export(run_dir: str | Path, fmt: str, out: str | Path | None = None, check_batch: int = 8) -> tuple[Path, float]:
     """Write the run's model as ``fmt`` and check it: returns (path, max |exported - checkpoint| on random
     inputs)."""
@@ -38,10 +151,12 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None, check_b
         raise UserError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
     model, info = load_model(run_dir)
     meta = info["meta"]
-    net = Deployable(model).eval()
     example = torch.rand(check_batch, meta["channels"], *meta["size"], generator=torch.Generator().manual_seed(0))
-    suffix = {"torchscript": ".torchscript.pt", "exported": ".pt2"}[fmt]
+    suffix = {"torchscript": ".torchscript.pt", "exported": ".pt2", "onnx": ".onnx"}[fmt]
     path = Path(out) if out is not None else Path(run_dir) / f"model{suffix}"
+    if fmt == "onnx":
+        return path, export_onnx_checked(model, info["spec"], example, path)["max_abs_diff"]
+    net = Deployable(model).eval()
     with torch.no_grad():
         expected = net(example)
         if fmt == "torchscript":
@@ -57,3 +172,13 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None, check_b
             loaded = torch.export.load(str(path)).module()
         got = loaded(example)
     return path, float((got - expected).abs().max())
+
+
+def export_onnx_checked(model: nn.Module, spec: dict, example: torch.Tensor, path: Path) -> dict[str, Any]:
+    """Write ``path`` (ONNX), check it under onnxruntime in a subprocess, store the check as
+    ``<path>.check.json`` and return it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    net = write_onnx(model.eval(), spec, example, path)
+    result = check_onnx(path, net, tuple(example.shape[1:]))
+    atomic_write_text(path.with_name(path.name + ".check.json"), json.dumps(result, indent=2))
+    return result

@@ -207,6 +207,8 @@ def fit(model: nn.Module, objective: Objective, s: FitSetup) -> dict[str, Any]:
             leave=False,
         )
         for batch in bar:
+            if hasattr(objective, "set_progress"):  # schedules inside an objective (EnD²'s temperature annealing)
+                objective.set_progress(global_step / max(len(loader) * s.train.epochs, 1))
             with acc.accumulate(model):
                 with acc.autocast():
                     loss, terms = objective(model, batch)

@@ -87,11 +87,12 @@ class PerturbCfg:
 class StudentCfg:
     name: str = "student"
     arch: str = "small_cnn"
-    kind: Literal["single", "batchensemble"] = "single"
+    kind: Literal["single", "batchensemble", "hydra", "dirichlet"] = "single"  # distill/students/<kind>.py
     alpha: float = 0.9
     temperature: float = 4.0
     perturb: PerturbCfg = PerturbCfg()
     train: TrainCfg = TrainCfg()
+    options: dict[str, Any] = field(default_factory=dict)  # the kind's own options, checked by the kind
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,17 @@ class OODSetCfg:
     name: str  # a dataset name (e.g. notmnist, cifar10), or "heldout" for data.holdout_classes
     root: str | None = None
     group: Literal["near", "far"] = "far"
+
+
+@dataclass(frozen=True)
+class CostCfg:
+    """The report's inference-cost table (distill/report/cost.py): CPU timings, medians after warm-up."""
+
+    enabled: bool = True
+    reps: int = 20  # timed calls per model and batch size
+    warmup: int = 3  # untimed calls first
+    batches: list[int] = field(default_factory=lambda: [1, 256])  # latency at the first, throughput at the last
+    onnx: bool = True  # also export each model to ONNX and time it under ONNX Runtime
 
 
 @dataclass(frozen=True)
@@ -115,6 +127,7 @@ class EvalCfg:
     cam_images: int = 8  # test images in the CAM grid figure
     diversity_images: int = 500  # test images for the saliency / attribution / CKA diversity measures
     batch_size: int = 512
+    cost: CostCfg = CostCfg()
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,14 @@ from typing import Any
 import torch
 from accelerate import PartialState
 
-from distill import UserError
+from distill import UserError, students
 from distill.checkpoint import atomic_write_text, load_model, read_model_info
 from distill.data import Splits, load_dataset, load_ood
 from distill.loop import FitSetup, fit
 from distill.metrics import accuracy, nll
 from distill.models import build_model, ensemble_spec, mean_probs
 from distill.objectives import objective_from_recipe
-from distill.objectives.student import KD, check_teacher_matches
+from distill.objectives.student import check_teacher_matches
 from distill.perturb import make_perturbation
 from distill.predict import predict_logits
 from distill.recipe import DataCfg, Recipe, StudentCfg, TeacherCfg, TrainCfg, to_dict
@@ -145,9 +145,8 @@ def student_config(recipe: Recipe, name: str | None) -> StudentCfg:
 
 
 def student_spec(cfg: StudentCfg, teacher_size: int) -> dict:
-    if cfg.kind == "batchensemble":  # one student member per teacher member (one-to-one distillation)
-        return {"kind": "batchensemble", "arch": cfg.arch, "members": teacher_size}
-    return ensemble_spec(cfg.arch, 1)
+    """The model spec of the recipe's student, from its kind (:mod:`distill.students`)."""
+    return students.student_spec(cfg, teacher_size)
 
 
 def train_student(
@@ -167,7 +166,7 @@ def train_student(
     check_teacher_matches(teacher_info.get("meta", {}), splits.meta.to_json(), str(teacher_dir))
     perturb = make_perturbation(cfg.perturb.name, cfg.perturb.params, f"{key}.perturb")
     teacher, _ = load_model(teacher_dir)
-    objective = KD(teacher, perturb, cfg.alpha, cfg.temperature)
+    objective = students.student_objective(cfg, teacher, perturb)
     spec = student_spec(cfg, teacher.size)
     torch.manual_seed(recipe.seed)
     model = build_model(spec, splits.meta)

@@ -10,6 +10,8 @@ model's best score, accuracy at the highest corruption severity; accuracy and NL
 the share of the teacher's gain each student keeps; the teacher's disagreement on clean vs perturbed inputs for
 each student; with ``--cost``, each model's parameters and CPU latency; and each stage's wall time (from
 ``<run>/stages.json``).
+With issue 14's report fields: OOD AUROC and FPR@95 per score, selective classification, the OOD gain
+shares and the cost ratios to the single network.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 COLUMNS = [
@@ -93,6 +96,63 @@ def cost_rows(report: dict, reps: int = 20) -> list[str]:
                         times.append(time.perf_counter() - t)
             cells.append(f"{statistics.median(times) * 1000:.2f}")
         lines.append(f"| {key} | {n_params:,} | {cells[0]} | {cells[1]} |")
+
+
+def _table(
+    title: str, rows: list[str], cols: list[str], value: Callable[[str, str], list], digits: int = 4
+) -> list[str]:
+    """``value(row, col) -> [one value per report]``; a column of only '-' is dropped."""
+    cells = {c: [cell(value(r, c), digits) for r in rows] for c in cols}
+    cols = [c for c in cols if any(v != "-" for v in cells[c])]
+    if not cols:
+        return []
+    out = ["", title, "", "| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    return out + [f"| {r} | " + " | ".join(cells[c][i] for c in cols) + " |" for i, r in enumerate(rows)]
+
+
+def _issue14_tables(reports: list[dict], models: list[str]) -> list[str]:
+    """OOD AUROC and FPR@95 per score, selective classification, the OOD gain shares and the cost ratios."""
+    scores = reports[0]["config"]["ood_scores"]
+    lines = []
+    for metric, name in (("ood_auroc", "OOD AUROC"), ("ood_fpr95", "OOD FPR@95 (lower is better)")):
+        lines += _table(
+            f"{name} per score (mean over OOD sets):",
+            models,
+            scores,
+            lambda m, sc, metric=metric: [rep["summary"][m].get(f"{metric}/{sc}") for rep in reports],
+        )
+    lines += _table(
+        "Selective classification (max-probability ranking): AURC (lower is better), accuracy at 90% / 95% coverage:",
+        models,
+        ["aurc", "acc_cov90", "acc_cov95"],
+        lambda m, k: [rep["summary"][m].get(k) for rep in reports],
+    )
+    students = list(reports[0].get("gain_share") or {})
+    keys = [
+        "acc",
+        "cnll",
+        "ood_auroc/best",
+        *(f"ood_auroc/{sc}" for sc in scores),
+        *(f"ood_fpr95/{sc}" for sc in scores),
+    ]
+    lines += _table(
+        "Share of the teacher's gain kept (1 = all, 0 = none; '-' where the single model has no value or the teacher "
+        "no gain):",
+        students,
+        keys,
+        lambda m, k: [rep["gain_share"][m].get(k) for rep in reports],
+        digits=2,
+    )
+    if all(rep.get("cost") for rep in reports):
+        costs = [rep["cost"]["models"] for rep in reports]
+        lines += _table(
+            "Inference cost relative to the single network (FLOPs and parameters exact; CPU latency at the report's "
+            "latency batch and throughput at its largest batch, medians):",
+            [m for m in models if m in costs[0]],
+            ["flops_per_image", "params", "latency_ms", "images_per_s"],
+            lambda m, k: [(c[m].get("relative") or {}).get(k) for c in costs],
+            digits=2,
+        )
     return lines
 
 
@@ -131,6 +191,7 @@ def main() -> None:
         lines += ["", "Teacher's gain over the baseline (positive = better):", ""]
         lines += ["| " + " | ".join(g[1] for g in GAIN) + " |", "|---" * len(GAIN) + "|"]
         lines.append("| " + " | ".join(cell([r["teacher_gain"].get(k) for r in reports]) for k, _ in GAIN) + " |")
+    lines += _issue14_tables(reports, models)
     students = [m for m in models if reports[0]["models"][m].get("perturbation")]
     if students:
         lines += ["", "Teacher disagreement on the inputs each student was trained on (mean over epochs):", ""]

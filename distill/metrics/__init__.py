@@ -9,6 +9,7 @@ from distill.metrics.calibration import (
 )
 from distill.metrics.classification import Reliability, accuracy, brier, ece, entropy, nll, reliability
 from distill.metrics.dee import DEEResult, dee, dee_result, ensemble_curve
+from distill.metrics.dirichlet import central_smoothing, digamma_series, dirichlet_nll, dirichlet_uncertainty
 from distill.metrics.diversity import (
     attribution_similarity,
     cam_cosine_similarity,
@@ -37,21 +38,28 @@ from distill.metrics.ood import (
     neg_mutual_information,
     ood_metrics,
 )
+from distill.metrics.selective import accuracy_at_coverage, aurc, selective_metrics, selective_risks
 
 __all__ = [
     "OOD_SCORES",
     "DEEResult",
     "Reliability",
     "accuracy",
+    "accuracy_at_coverage",
     "agreement",
     "apply_temperature",
     "attribution_similarity",
+    "aurc",
     "brier",
     "calibrated_log_likelihood",
     "cam_cosine_similarity",
+    "central_smoothing",
     "correlation",
     "dee",
     "dee_result",
+    "digamma_series",
+    "dirichlet_nll",
+    "dirichlet_uncertainty",
     "double_fault",
     "ece",
     "ensemble_curve",
@@ -78,5 +86,7 @@ __all__ = [
     "prediction_diversity",
     "q_statistic",
     "reliability",
+    "selective_metrics",
+    "selective_risks",
     "temperature_log_probs",
 ]

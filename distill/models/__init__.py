@@ -71,4 +71,5 @@ __all__ = [
     "register_kind",
 ]
 
-from distill.models import batchensemble  # noqa: E402, F401  (registers the "batchensemble" kind)
+# registers the "batchensemble", "dirichlet" and "hydra" kinds
+from distill.models import batchensemble, dirichlet, hydra  # noqa: E402, F401

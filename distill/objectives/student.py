@@ -67,6 +67,13 @@ class KD:
         self.teacher.to(device)
         return self
 
+    def loss(
+        self, s_clean: torch.Tensor, s_pert: torch.Tensor, t_pert: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, Terms]:
+        """The loss from the student's logits on clean and perturbed inputs and the teacher's on perturbed ones
+        (student kinds with another loss override this; :mod:`distill.students`)."""
+        return kd_loss(s_clean, s_pert, t_pert, y, self.alpha, self.temperature)
+
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Terms]:
         x, y = batch.x[0], batch.y[0]
         res = self.perturb(self.teacher, x, y)
@@ -80,7 +87,7 @@ class KD:
             # One student forward on [x; x~]: BatchNorm sees clean and perturbed images together.
             logits, _ = model(torch.cat([x, res.x]))
             s_clean, s_pert = logits[:, : len(x)], logits[:, len(x) :]
-        loss, terms = kd_loss(s_clean, s_pert, t_pert, y, self.alpha, self.temperature)
+        loss, terms = self.loss(s_clean, s_pert, t_pert, y)
         terms.update({f"perturb/{k}": v for k, v in res.stats.items()})
         return loss, terms
 

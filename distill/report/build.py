@@ -23,6 +23,8 @@ from distill.report.plots import Context, make_figures
 from distill.report.predictions import Predictions
 from distill.report.runs import Run, Runs, load_runs
 from distill.report.summary import summary_row
+from distill.report.uncertainty import uncertainty_results
+from distill.students.readout import readout_for
 
 FORMAT = "distill-report/1"
 CONVENTIONS = {
@@ -42,6 +44,16 @@ CONVENTIONS = {
     "attribution": ATTRIBUTION_TARGET,
     "corruption": "severity 0 = the same test images clean; each severity averages the corruptions; image i's "
     "noise is drawn from (evaluate.corruption_seed, i), independent of the batch size",
+    "selective": "AURC: area under the risk-coverage curve of the max predictive probability ranking (trapezoid "
+    "over coverages 1/N..1, divided by 1 - 1/N, as torch-uncertainty); acc_cov90 / acc_cov95: accuracy on the 90% / "
+    "95% most confident test images",
+    "readout": "every model kind's mean member softmax is its predictive distribution (a Dirichlet student's "
+    "softmax(z) = alpha / alpha_0); uncertainties (total, data, knowledge, nats) and OOD scores come from the kind's "
+    "readout: entropy of the mean, mean entropy, mutual information for member logits; the Dirichlet closed forms "
+    "for a Dirichlet student, whose neg_mi is -knowledge",
+    "cost": "CPU, the deployed module (model + readout outputs), eval mode, no gradients, medians of round-robin "
+    "timings after warm-up; FLOPs: matmuls and convolutions at batch 1 (2 per multiply-add); ONNX: the exported "
+    "file under ONNX Runtime with the same thread count",
 }
 
 
@@ -54,7 +66,7 @@ def _predict(runs: Runs, sets: list[OODSet], cfg: EvalCfg, device: torch.device)
     s = runs.splits
     preds = {}
     for run in runs.all:
-        p = preds[run.key] = Predictions(run.model, cfg.batch_size, device)
+        p = preds[run.key] = Predictions(run.model, cfg.batch_size, device, readout_for(run.info.get("spec")))
         p.logits("val", s.val_x)
         p.logits("test", s.test_x)
         for o in sets:
@@ -80,6 +92,7 @@ class Measure:
         return {
             "metrics": model_metrics(src, self.ref),
             "ood": ood_results(src, self.sets, self.scores),
+            "uncertainty": uncertainty_results(src, self.sets),
             "corruption": corr,
         }
 
@@ -166,6 +179,15 @@ def evaluate_runs(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     fig_files, fig_notes = make_figures(Context(models, preds, runs, sets, cfg, out))
+    cost = None
+    if cfg.cost.enabled:
+        from distill.report.cost import measure_costs
+
+        shape = (runs.splits.meta.channels, *runs.splits.meta.size)
+        cost, cost_notes = measure_costs(runs.all, shape, cfg.cost, out, "single" if runs.single else None)
+        notes += cost_notes
+    else:
+        notes.append("inference cost table off (evaluate.cost.enabled: false).")
     report = {
         "format": FORMAT,
         "dataset": _dataset(runs),
@@ -190,6 +212,7 @@ def evaluate_runs(
         "summary": summary,
         "teacher_gain": teacher_gain(summary, reference),
         "gain_share": gain_table(summary, reference, [r.key for r in runs.students]),
+        "cost": cost,
         "figures": fig_files,
         "notes": notes + fig_notes,
     }

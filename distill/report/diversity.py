@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from distill.metrics import attribution_similarity, mean_pairwise_cka, prediction_diversity
 from distill.models.ensemble import Ensemble, eval_mode
+from distill.models.hydra import Hydra
 from distill.report.predictions import Predictions
 from distill.saliency import gradcam, mean_cam_similarity
 
@@ -48,7 +49,7 @@ def diversity(model: nn.Module, preds: Predictions, x: Tensor, y: Tensor, n: int
     if len(xs) == 0:
         out.update(cam_similarity=None, attribution=None, cka=None)
         return out, ["evaluate.diversity_images is 0: no CAM, attribution or CKA similarity."]
-    if isinstance(model, Ensemble):
+    if isinstance(model, (Ensemble, Hydra)):  # a Hydra head's CAM map is its own tensor (or the body's, shared)
         out["cam_similarity"] = mean_cam_similarity(model, xs, ys, batch_size)
     else:
         out["cam_similarity"] = None

@@ -25,12 +25,15 @@ from distill.metrics import (
     fit_temperature,
     kl_teacher_student,
     nll,
+    selective_metrics,
 )
 from distill.report.predictions import log_mean_probs64, mean_probs64
+from distill.students.readout import Readout
 
 N_BINS = 15  # ECE bins
 METRICS = ("acc", "nll", "cnll", "brier", "cbrier", "ece", "cece", "dee", "agreement", "kl_teacher")
-HIGHER_IS_BETTER = frozenset({"acc", "dee", "agreement", "auroc", "aupr_in", "aupr_out"})
+METRICS += ("aurc", "acc_cov90", "acc_cov95")  # selective classification (distill.metrics.selective)
+HIGHER_IS_BETTER = frozenset({"acc", "dee", "agreement", "auroc", "aupr_in", "aupr_out", "acc_cov90", "acc_cov95"})
 """Metrics where higher is better (everything else: lower is better)."""
 
 
@@ -38,6 +41,7 @@ class Source(Protocol):
     """Anything that gives cached member logits by set key: a model's or one member's predictions."""
 
     size: int
+    readout: Readout  # how the logits are read: uncertainties and OOD scores
 
     def logits(self, key: str, x: Tensor | None = None) -> Tensor: ...
 
@@ -91,4 +95,5 @@ def model_metrics(src: Source, ref: Reference) -> dict[str, float | bool]:
         "dee_capped": d.capped,
         "agreement": agreement(ref.teacher_probs, probs),
         "kl_teacher": kl_teacher_student(ref.teacher_probs, probs),
+        **selective_metrics(probs, y),
     }

@@ -134,6 +134,73 @@ def _ood_table(r: dict, scores: list[str], *where: str) -> Lines:
     return table(["model", *scores], rows)
 
 
+def _selective(r: dict) -> Lines:
+    cols = [("AURC ↓", "aurc"), ("acc @ 90% coverage ↑", "acc_cov90"), ("acc @ 95% coverage ↑", "acc_cov95")]
+    text = "Selective classification: test images ranked by the maximum predictive probability. " + r[
+        "conventions"
+    ].get("selective", "")
+    return [*heading("Selective classification", text), *table(["model", *[c for c, _ in cols]], metric_rows(r, cols))]
+
+
+def _uncertainty(r: dict) -> Lines:
+    sets = ["test", *(s["name"] for s in r["ood_sets"])]
+    if not any(e.get("uncertainty") for e in r["models"].values()):
+        return []
+    text = (
+        "Mean total / data / knowledge uncertainty (nats) as each model's kind reads it; knowledge is the "
+        "ensemble's mutual information (a Dirichlet student: its closed form), '-' for one softmax network. "
+        "A model that carries the teacher's OOD advantage has a knowledge uncertainty that rises off the test split."
+    )
+    rows = []
+    for k, e in r["models"].items():
+        u, std = e.get("uncertainty") or {}, _std(e, "uncertainty")
+        cells = [" / ".join(fmt(dig(u, s, q), dig(std, s, q)) for q in ("total", "data", "knowledge")) for s in sets]
+        rows.append([label(k, e), *cells])
+    return [*heading("Uncertainty", text), *table(["model", *sets], rows)]
+
+
+def cost_table(r: dict) -> Lines:
+    """The inference-cost section (also used by tools/cost_table.py)."""
+    cost = r.get("cost")
+    if not cost:
+        return []
+    c = cost["config"]
+    lb, tb = c["latency_batch"], c["throughput_batch"]
+    base = c["baseline"]
+    text = (
+        f"{r['conventions'].get('cost', '')}. {c['threads']} CPU thread(s), {c['reps']} timed calls per case after "
+        f"{c['warmup']} warm-up calls. Latency at batch {lb} and throughput at batch {tb}"
+        + (f"; × {base}: the ratio to the {base} network (FLOPs, latency)." if base else ".")
+    )
+    head = ["model", "kind", "params", "disk MB", "MFLOPs / image", f"torch ms (b{lb})", f"ORT ms (b{lb})"]
+    head += [f"torch img/s (b{tb})", f"ORT img/s (b{tb})"]
+    head += [*([f"FLOPs × {base}", f"latency × {base}"] if base else []), "ORT max abs diff"]
+    rows = []
+    for k, e in cost["models"].items():
+        onnx = e.get("onnx") or {}
+        timing = onnx.get("timing") or {}
+        rel = e.get("relative") or {}
+        disk = None if e["disk_bytes"] is None else e["disk_bytes"] / 2**20
+        row = [
+            k,
+            r["models"][k]["kind"],
+            str(e["params"]),
+            fmt(disk, digits=2),
+            fmt(e["flops_per_image"] / 1e6, digits=2),
+        ]
+        row += [fmt(e["torch"][f"b{lb}"]["median_ms"], digits=2), fmt(dig(timing, f"b{lb}", "median_ms"), digits=2)]
+        row += [
+            fmt(e["torch"][f"b{tb}"]["images_per_s"], digits=0),
+            fmt(dig(timing, f"b{tb}", "images_per_s"), digits=0),
+        ]
+        if base:
+            row += [fmt(rel.get("flops_per_image"), digits=2), fmt(rel.get("latency_ms"), digits=2)]
+        check = e.get("onnx_check") or {}
+        row.append("-" if check.get("max_abs_diff") is None else f"{check['max_abs_diff']:.1e}")
+        rows.append(row)
+    return [*heading("Inference cost", text), *table(head, rows)]
+
+
 def _ood(r: dict) -> Lines:
     text = (
         "AUROC with the in-distribution test split as the POSITIVE class (higher score = more in-distribution); "
@@ -149,6 +216,8 @@ def _ood(r: dict) -> Lines:
     for g in ("near", "far"):
         if any(s["group"] == g for s in r["ood_sets"]):
             lines += [*heading(f"Mean AUROC over the {g} sets", level=3), *_ood_table(r, scores, "groups", g)]
+    fpr = [[label(k, e), *[_ood_cell(e, "mean", sc, "fpr95") for sc in scores]] for k, e in r["models"].items()]
+    lines += [*heading("Mean FPR@95 over all sets (lower is better)", level=3), *table(["model", *scores], fpr)]
     rows = []
     for k, e in r["models"].items():
         best = e["ood"]["best"]["score"]
@@ -230,7 +299,8 @@ def _notes(r: dict) -> Lines:
     return [*heading("Notes"), *(f"- {n}" for n in r["notes"]), ""] if r["notes"] else []
 
 
-SECTIONS = [_header, _summary, _gain, _calibration, _dee, _fidelity, _ood, _corruption, _diversity, _perturbation]
+SECTIONS = [_header, _summary, _gain, _calibration, _selective, _dee, _fidelity, _ood, _uncertainty, _corruption]
+SECTIONS += [_diversity, _perturbation, cost_table]
 SECTIONS += [_conventions, _notes]
 
 

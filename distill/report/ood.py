@@ -17,9 +17,8 @@ from distill.data import LOADERS, Splits, load_ood
 from distill.metrics import OOD_SCORES, ood_metrics
 from distill.recipe import OODSetCfg
 from distill.report.evaluate import Source
+from distill.students.readout import ENSEMBLE_ONLY  # noqa: F401  (re-exported: scores null for one network)
 
-ENSEMBLE_ONLY = frozenset({"neg_mi", "neg_mutual_information"})
-"""Scores constant for one network (the members' mutual information is 0): reported as null for M = 1."""
 DETECTION = ("auroc", "aupr_in", "aupr_out", "fpr95")
 GROUPS = ("near", "far")
 
@@ -78,10 +77,9 @@ def load_ood_sets(cfgs: list[OODSetCfg], splits: Splits) -> tuple[list[OODSet], 
 
 
 def scores(src: Source, score: str, key: str) -> Tensor | None:
-    """Score ``score`` of ``src`` on set ``key``, or None where it is meaningless (ensemble-only, M = 1)."""
-    if src.size == 1 and score in ENSEMBLE_ONLY:
-        return None
-    return OOD_SCORES[score](src.logits(key))
+    """Score ``score`` of ``src`` on set ``key`` as its kind's readout reads it, or None where it is meaningless
+    (an ensemble-only score of one softmax network; a Dirichlet student provides it)."""
+    return src.readout.score(score, src.logits(key))
 
 
 def _mean(rows: list[dict | None]) -> dict | None:

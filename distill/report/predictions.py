@@ -17,6 +17,7 @@ from distill.data.batches import eval_batches
 from distill.models.batchensemble import BatchEnsemble, BELinear
 from distill.models.ensemble import eval_mode
 from distill.predict import predict_logits
+from distill.students.readout import MEMBERS, Readout
 
 
 def mean_probs64(logits: Tensor) -> Tensor:
@@ -30,10 +31,11 @@ def log_mean_probs64(logits: Tensor) -> Tensor:
 
 
 class Predictions:
-    """The cached member logits ``(M, N, K)`` of one model, by set key."""
+    """The cached member logits ``(M, N, K)`` of one model, by set key; ``readout``: how its kind's logits are read
+    (uncertainties, OOD scores; :mod:`distill.students.readout`)."""
 
-    def __init__(self, model: nn.Module, batch_size: int, device: torch.device) -> None:
-        self.model, self.batch_size, self.device = model, batch_size, device
+    def __init__(self, model: nn.Module, batch_size: int, device: torch.device, readout: Readout = MEMBERS) -> None:
+        self.model, self.batch_size, self.device, self.readout = model, batch_size, device, readout
         self._cache: dict[str, Tensor] = {}
         self._features: list[Tensor] | None = None
 
@@ -62,6 +64,7 @@ class MemberPredictions:
     """Member ``m`` of an ensemble as a one-member model, read from the ensemble's cache."""
 
     size = 1
+    readout = MEMBERS  # a member (ensemble member, head) is one softmax network
 
     def __init__(self, parent: Predictions, m: int) -> None:
         self.parent, self.m = parent, m

@@ -10,12 +10,15 @@ from distill.report.evaluate import METRICS
 
 
 def summary_row(entry: dict[str, Any]) -> dict[str, float | None]:
-    """``acc, nll, ...``, ``ood_auroc/<score>``, ``ood_auroc/best``, ``corruption_<acc|nll|ece>/s<severity>``."""
+    """``acc, nll, ...``, ``ood_auroc/<score>``, ``ood_fpr95/<score>``, ``ood_auroc/best``,
+    ``corruption_<acc|nll|ece>/s<severity>``."""
     row: dict[str, float | None] = {k: entry["metrics"].get(k) for k in METRICS}
     ood = entry.get("ood")
     if ood is not None:
         for score, v in ood["mean"].items():
             row[f"ood_auroc/{score}"] = None if v is None else v["auroc"]
+        for score, v in ood["mean"].items():
+            row[f"ood_fpr95/{score}"] = None if v is None else v["fpr95"]
         row["ood_auroc/best"] = ood["best"]["auroc"]
     corruption = entry.get("corruption")
     if corruption is not None:
