@@ -23,7 +23,7 @@ from distill.train import train_ensemble, train_student
 
 STUDENTS = ("confods", "be")
 MODELS = ("members", "single", "teacher", *STUDENTS)
-FIGURES = ("reliability", "ood_histograms", "corruption", "cam_grid", "perturbation")
+FIGURES = ("gap", "reliability", "ood_histograms", "corruption", "cam_grid", "perturbation")
 SCORES = ["msp", "max_logit", "neg_entropy", "neg_mi"]
 
 
