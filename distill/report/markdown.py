@@ -91,7 +91,8 @@ def _gain(r: dict) -> Lines:
         arrow = "↑" if higher_is_better(k) else "↓"
         rows.append([k, arrow, fmt(base.get(k)), fmt(teacher.get(k)), fmt(r["teacher_gain"].get(k)), *cells])
     head = ["metric", "better", "baseline", "teacher", "teacher gain", *students]
-    return [*heading("Share of the teacher's gain kept", text), *table(head, rows)]
+    gap = figure(r, "gap", "The gap: baseline, students and teacher on one axis per metric, with each student's share")
+    return [*heading("Share of the teacher's gain kept", text), *table(head, rows), "", *gap]
 
 
 def _calibration(r: dict) -> Lines:
