@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,24 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        if err.filename is None:  # say which file could not be written (a full disk reports none)
+            raise OSError(err.errno, err.strerror, str(path)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _os_error(err: SafetensorError, path: Path) -> OSError | None:
+    """safetensors reports a failed write (full disk, quota) as its own error type; give it back as the
+    OSError it is, naming the file, so the CLI prints one line instead of a traceback."""
+    found = re.search(r"os error (\d+)", str(err))
+    if found is None:
+        return None
+    code = int(found.group(1))
+    return OSError(code, os.strerror(code), str(path))
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any] | None = None) -> None:
@@ -50,6 +66,17 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, A
         flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
         save_file(flat, tmp, metadata={META_KEY: json.dumps(meta or {})})
         os.replace(tmp, path)
+    except SafetensorError as err:
+        Path(tmp).unlink(missing_ok=True)
+        converted = _os_error(err, path)
+        if converted is None:
+            raise
+        raise converted from None
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        if err.filename is None:
+            raise OSError(err.errno, err.strerror, str(path)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -104,9 +131,14 @@ def read_model_info(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{run_dir}: no model.json here; expected a finished run directory (from 'distill teacher')")
     try:
-        return json.loads(path.read_text())
+        info = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file (expected the JSON written by distill)") from None
+    if not isinstance(info, dict):
+        raise UserError(f"{path}: expected a JSON object at the top level, got {type(info).__name__}")
+    return info
 
 
 def load_model(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -119,9 +151,19 @@ def load_model(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     try:
         meta = DatasetMeta.from_json(info["meta"])
         spec = info["spec"]
-    except (KeyError, TypeError) as err:
+    except KeyError as err:
         raise UserError(f"{run_dir / 'model.json'}: missing field {err}") from None
-    model = build_model(spec, meta)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"{run_dir / 'model.json'}: field 'meta' is malformed ({err})") from None
+    if not isinstance(spec, dict):
+        raise UserError(f"{run_dir / 'model.json'}: field 'spec': expected a mapping, got {type(spec).__name__}")
+    try:
+        model = build_model(spec, meta)
+    except UserError as err:  # e.g. an unknown kind or arch: say which file named it
+        raise UserError(f"{run_dir / 'model.json'}: {err}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+        # everything here came from the file: a hand-edited or damaged model.json, not a bug to trace
+        raise UserError(f"{run_dir / 'model.json'}: 'spec' and 'meta' do not describe a model ({err!r})") from None
     weights, _ = load_tensors(run_dir / "model.safetensors")
     load_weights(model, weights, run_dir / "model.safetensors")
     model.eval()

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from distill import UserError
 
 EXIT_USAGE = 2
+# OSErrors that are the machine's state, not a bug: reported as one line naming the file (the atomic writes
+# have kept the previous checkpoint), not as a traceback.
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag on one line (it would print the usage first), with exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _set_arg(p: argparse.ArgumentParser) -> None:
@@ -35,7 +48,7 @@ def _out_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="distill", description="Ensemble distillation: teachers, perturbations, students and the gap."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -57,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the whole pipeline: teacher, single model, students, gap report")
     p.add_argument("recipe", help="pipeline recipe (e.g. recipes/digits.yaml)")
     p.add_argument("--out", required=True, type=Path, help="run directory; finished stages in it are reused")
+    p.add_argument(
+        "--rerun",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="train this stage again though --out holds it (teacher, single, or a student's name; repeatable; "
+        "the teacher reruns every student); the old one is kept as <stage>.old",
+    )
     _set_arg(p)
 
     p = sub.add_parser("evaluate", help="the gap report of trained runs")
@@ -113,7 +134,12 @@ def _print_summary(summary: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    held = contextlib.ExitStack()
     try:
+        if args.command != "export":  # every other command writes into the directory --out
+            from distill.runlock import RunLock
+
+            held.enter_context(RunLock(args.out))
         from distill.recipe import load_recipe
 
         if args.command in ("teacher", "single"):
@@ -135,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from distill.pipeline import run_pipeline
 
-            run_pipeline(load_recipe(args.recipe, args.overrides), args.out)
+            run_pipeline(load_recipe(args.recipe, args.overrides), args.out, rerun=args.rerun)
             return 0
         if args.command == "evaluate":
             from distill.report import evaluate_runs, format_gap_table
@@ -169,11 +195,24 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"checked with onnxruntime in a subprocess without distill; stored in {path}.check.json")
             return 0
     except UserError as err:
-        print(f"distill: error: {err}", file=sys.stderr)
+        # one line, always: a message quoting a file's content or a library's error may hold newlines
+        print("distill: error: " + " / ".join(x.strip() for x in str(err).splitlines() if x.strip()), file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as err:
+        if err.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        where = err.filename or getattr(args, "out", None) or "a file"
+        print(
+            f"distill: error: {where}: {err.strerror}; files are written under a temporary name and renamed, so "
+            "what was there before (the last finished checkpoint) is intact; free space or fix permissions and rerun",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("distill: interrupted; the last finished epoch is kept (use --resume)", file=sys.stderr)
         return 130
+    finally:
+        held.close()
     raise AssertionError(json.dumps(vars(args), default=str))
 
 

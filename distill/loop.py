@@ -126,6 +126,18 @@ def _replicas_in_sync(acc: Accelerator, model: nn.Module) -> bool:
     return bool(torch.allclose(sums, sums[0].expand_as(sums), rtol=0, atol=1e-9))
 
 
+def _diverged(s: FitSetup, epoch: int, what: str) -> UserError:
+    kept = (
+        f"{s.out} keeps the checkpoint of epoch {epoch}"
+        if epoch > 0
+        else "no epoch had finished, so no checkpoint was written"
+    )
+    return UserError(
+        f"{s.info.get('role', 'train')}: {what}: training diverged; lower train.optim.lr "
+        f"(now {s.train.optim.lr:g}); {kept}"
+    )
+
+
 def fit(model: nn.Module, objective: Objective, s: FitSetup) -> dict[str, Any]:
     """Train ``model`` with ``objective``; returns the summary (also written to ``summary.json``)."""
     out = s.out
@@ -213,7 +225,9 @@ def fit(model: nn.Module, objective: Objective, s: FitSetup) -> dict[str, Any]:
                 with acc.autocast():
                     loss, terms = objective(model, batch)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {global_step}")
+                    # raised before backward and before this epoch's checkpoint: the files on disk stay those
+                    # of the last finished epoch, and a rerun with a smaller lr can --resume from them
+                    raise _diverged(s, epoch, f"loss is {loss.item()} at epoch {epoch + 1}, step {global_step + 1}")
                 acc.backward(loss)
                 optimizer.step()
                 if acc.sync_gradients:
@@ -231,6 +245,9 @@ def fit(model: nn.Module, objective: Objective, s: FitSetup) -> dict[str, Any]:
         epoch_times.append(time.perf_counter() - t0)
         train_terms = {k: v / len(loader) for k, v in sums.items()}
         net = acc.unwrap_model(model)
+        if not all(bool(torch.isfinite(p).all()) for p in net.parameters()):
+            # the epoch's last step blew the weights up: never checkpoint them over the last good epoch
+            raise _diverged(s, epoch, f"weights are not finite after epoch {epoch + 1}, step {global_step}")
         val = validation_metrics(net, s.splits.val_x, s.splits.val_y, device)
         if s.extra_validation is not None:
             val.update(s.extra_validation(net))

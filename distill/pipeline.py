@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from distill import UserError
 from distill.recipe import Recipe
+from distill.reuse import prepare_out
 from distill.train import train_ensemble, train_student
 
 
@@ -47,14 +49,16 @@ def _stage(run_dir: Path, train: Any, times: StageTimes, name: str) -> None:
     times.record(name, time.perf_counter() - start)
 
 
-def run_pipeline(recipe: Recipe, out: Path) -> dict[str, Any]:
+def run_pipeline(recipe: Recipe, out: Path, rerun: Sequence[str] = ()) -> dict[str, Any]:
     """Train what the recipe lists into ``out/{teacher,single,students/<name>}``, then evaluate into
-    ``out/report``. Returns the report."""
+    ``out/report``. Returns the report. Stages already in ``out`` must come from the same recipe sections
+    (see :mod:`distill.reuse`); ``rerun`` names stages to train again."""
     if recipe.teacher is None:
         raise UserError("--recipe: a pipeline recipe needs a 'teacher' section")
     names = [s.name for s in recipe.students]
     if len(set(names)) != len(names):
         raise UserError(f"students: names must be unique, got {names}")
+    prepare_out(recipe, out, rerun)
     times = StageTimes(out)
     teacher_dir = out / "teacher"
     print(f"== teacher -> {teacher_dir}")

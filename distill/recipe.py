@@ -1,4 +1,5 @@
-"""Recipes: typed, frozen dataclasses built from ``yaml.safe_load`` output, with ``--set a.b=v`` overrides.
+"""Recipes: typed, frozen dataclasses built from YAML (a safe loader that refuses duplicate keys), with
+``--set a.b=v`` overrides.
 
 A recipe never names code to import: every choice (dataset, architecture, objective, perturbation) is a
 string looked up in a registry. Errors name the dotted key and what was expected.
@@ -6,10 +7,13 @@ string looked up in a registry. Errors name the dotted key and what was expected
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -153,6 +157,75 @@ class Recipe:
 
 
 # ---------------------------------------------------------------------------------------------------
+# allowed ranges, checked as a recipe is built: a value out of range stops before any data is read,
+# with the dotted key, instead of a traceback (or a silently odd run) deep inside training
+
+
+def _ints(lo: int, hi: int | None = None) -> tuple[Callable[[Any], bool], str]:
+    text = f"an integer >= {lo}" if hi is None else f"an integer in {lo}..{hi}"
+    return (lambda v: v >= lo and (hi is None or v <= hi)), text
+
+
+def _floats(
+    lo: float, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False
+) -> tuple[Callable[[Any], bool], str]:
+    def ok(v: float) -> bool:
+        return (
+            math.isfinite(v) and (v > lo if lo_open else v >= lo) and (hi is None or (v < hi if hi_open else v <= hi))
+        )
+
+    if hi is None:
+        text = f"a finite number {'>' if lo_open else '>='} {lo}"
+    else:
+        text = f"a number in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    return ok, text
+
+
+_FRACTION = _floats(0.0, 1.0, hi_open=True)
+_POSITIVE = _floats(0.0, lo_open=True)
+_NON_NEGATIVE = _floats(0.0)
+RANGES: dict[tuple[type, str], tuple[Callable[[Any], bool], str]] = {
+    (DataCfg, "val_fraction"): _FRACTION,
+    (DataCfg, "test_fraction"): _FRACTION,
+    (DataCfg, "limit_train"): _ints(1),
+    (DataCfg, "crop_padding"): _ints(0),
+    (OptimCfg, "lr"): _POSITIVE,
+    (OptimCfg, "momentum"): _FRACTION,
+    (OptimCfg, "weight_decay"): _NON_NEGATIVE,
+    (ScheduleCfg, "eta_min"): _NON_NEGATIVE,
+    (ScheduleCfg, "warmup_epochs"): _NON_NEGATIVE,
+    (ScheduleCfg, "milestones"): _floats(0.0, 1.0),
+    (ScheduleCfg, "gamma"): _POSITIVE,
+    (ScheduleCfg, "final_lr_fraction"): _floats(0.0, 1.0),
+    (TrainCfg, "epochs"): _ints(1),
+    (TrainCfg, "batch_size"): _ints(1),
+    (TrainCfg, "grad_accum"): _ints(1),
+    (TeacherCfg, "members"): _ints(1),
+    (TeacherCfg, "trajectory_images"): _ints(1),
+    (StudentCfg, "alpha"): _floats(0.0, 1.0),
+    (StudentCfg, "temperature"): _POSITIVE,
+    (EvalCfg, "corruption_limit"): _ints(1),
+    (EvalCfg, "severities"): _ints(1, 5),
+    (EvalCfg, "cam_images"): _ints(0),
+    (EvalCfg, "diversity_images"): _ints(1),
+    (EvalCfg, "batch_size"): _ints(1),
+    (RunCfg, "log_every"): _ints(1),
+}
+
+
+def check_range(cls: type, name: str, value: Any, key: str) -> None:
+    """Raise a UserError naming ``key`` when ``value`` (or an element of a list) is outside its range."""
+    rule = RANGES.get((cls, name))
+    if rule is None or value is None:
+        return
+    ok, text = rule
+    for i, v in enumerate(value) if isinstance(value, list) else [(None, value)]:
+        if not ok(v):
+            where = key if i is None else f"{key}[{i}]"
+            raise UserError(f"recipe key '{where}': expected {text}, got {v!r}")
+
+
+# ---------------------------------------------------------------------------------------------------
 # building dataclasses from plain data
 
 
@@ -216,7 +289,12 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             return float(value)
     elif tp is str and isinstance(value, str):
         return value
-    raise UserError(f"recipe key '{key}': expected {_type_name(tp)}, got {value!r}")
+    hint = ""
+    if tp is float and isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            float(value)  # YAML 1.1 reads 1e-3 and 1.0e3 (no dot, no exponent sign) as text
+            hint = f" (YAML reads {value} as text; write {float(value):.1e}: a dot and a signed exponent)"
+    raise UserError(f"recipe key '{key}': expected {_type_name(tp)}, got {value!r}{hint}")
 
 
 def build(cls: type, data: Any, key: str = "") -> Any:
@@ -238,12 +316,51 @@ def build(cls: type, data: Any, key: str = "") -> Any:
     for name, value in data.items():
         full = f"{key}.{name}" if key else name
         kwargs[name] = _convert(value, hints[name], full)
+        check_range(cls, name, kwargs[name], full)
     return cls(**kwargs)
 
 
 def to_dict(obj: Any) -> Any:
     """The plain-data form of a recipe (what ``build`` reads back)."""
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+# ---------------------------------------------------------------------------------------------------
+# YAML without silent duplicates
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A key given twice in one YAML mapping; its text is one line with both line numbers."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping: PyYAML would silently keep the last,
+    so ``epochs: 3`` repeated further down would win without a word. A ``<<`` merge may still be overridden
+    (that is what merging is for): only keys written inside the mapping itself are compared."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            start, end = node.start_mark.index, node.end_mark.index
+            for key_node, _ in node.value:
+                # merged pairs (prepended by an earlier flatten) come from the anchor, outside this mapping
+                if key_node.tag == "tag:yaml.org,2002:merge" or not start <= key_node.start_mark.index < end:
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the base constructor reports it
+                    continue
+                line = key_node.start_mark.line + 1
+                if first is not None:
+                    raise DuplicateKeyError(f"line {line}: duplicate key {key!r} (first given at line {first})")
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys (:class:`UniqueKeyLoader`)."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader subclass: builds plain data only
 
 
 def _set_path(tree: dict, dotted: str, value: Any) -> None:
@@ -283,7 +400,9 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise UserError(f"--set {text!r}: expected KEY=VALUE, e.g. teacher.train.epochs=3")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = load_yaml(raw) if raw != "" else ""
+    except DuplicateKeyError as err:
+        raise UserError(f"--set {key}: value {raw!r}: {err}") from None
     except yaml.YAMLError as err:
         raise UserError(f"--set {key}: value {raw!r} is not valid YAML ({err.__class__.__name__})") from None
     return key.strip(), value
@@ -295,11 +414,16 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise UserError(f"--recipe {p}: file not found")
+            raise UserError(f"--recipe {p}: {'not a file' if p.exists() else 'file not found'}")
         try:
-            tree = yaml.safe_load(p.read_text()) or {}
+            tree = load_yaml(p.read_text()) or {}
+        except UnicodeDecodeError:
+            raise UserError(f"--recipe {p}: not a text file (expected UTF-8 YAML)") from None
         except yaml.YAMLError as err:
-            raise UserError(f"--recipe {p}: not valid YAML: {str(err).splitlines()[0]}") from None
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None and not isinstance(err, DuplicateKeyError) else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise UserError(f"--recipe {p}: not valid YAML{where}: {problem}") from None
         if not isinstance(tree, dict):
             raise UserError(f"--recipe {p}: expected a mapping at the top level")
     # YAML aliases (*train) share one object between sections; a round trip through JSON gives each

@@ -4,6 +4,7 @@ Fashion-MNIST)."""
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -44,18 +45,27 @@ def sample_patches(root: Path | None) -> RawData:
 def read_idx(path: Path) -> np.ndarray:
     """Read one IDX file (optionally gzipped): the MNIST format."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except gzip.BadGzipFile:
+        raise UserError(f"{path}: not a gzip file (expected a gzipped IDX file, as the .gz name says)") from None
+    except (EOFError, zlib.error) as err:  # a cut download ends the stream early
+        raise UserError(f"{path}: truncated or corrupt gzip data ({err}); download it again") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise UserError(f"{path}: not an IDX file (bad magic number)")
     dtype = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}.get(data[2])
     if dtype is None:
         raise UserError(f"{path}: unknown IDX data type {data[2]:#x}")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise UserError(f"{path}: truncated IDX header ({len(data)} bytes for {ndim} dimensions)")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    body = len(data) - 4 - 4 * ndim
+    itemsize = np.dtype(dtype).itemsize
+    if body != int(np.prod(shape)) * itemsize:
+        raise UserError(f"{path}: header says shape {shape} but holds {body // itemsize} values (truncated?)")
     arr = np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim)
-    if arr.size != int(np.prod(shape)):
-        raise UserError(f"{path}: header says shape {shape} but holds {arr.size} values")
     return arr.reshape(shape)
 
 
@@ -67,13 +77,29 @@ def _find(root: Path, stem: str) -> Path | None:
     return None
 
 
+IDX_CLASSES = 10  # MNIST, notMNIST (letters A-J) and Fashion-MNIST all have 10 classes
+
+
 def idx_pair(root: Path, prefix: str) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Images and labels from ``{prefix}-images-idx3-ubyte[.gz]`` and ``{prefix}-labels-idx1-ubyte[.gz]``."""
     img, lab = _find(root, f"{prefix}-images-idx3-ubyte"), _find(root, f"{prefix}-labels-idx1-ubyte")
     if img is None or lab is None:
         return None
-    x = torch.from_numpy(read_idx(img).astype(np.uint8).copy()).unsqueeze(1)
-    y = torch.from_numpy(read_idx(lab).astype(np.int64))
+    images, labels = read_idx(img), read_idx(lab)
+    # a cast would silently wrap or truncate other types (float pixels, int32 labels of 300)
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise UserError(f"{img}: expected uint8 images (N, H, W), got {images.dtype} of shape {images.shape}")
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise UserError(f"{lab}: expected integer labels (N,), got {labels.dtype} of shape {labels.shape}")
+    bad = (labels < 0) | (labels >= IDX_CLASSES)
+    if bad.any():
+        i = int(bad.argmax())
+        raise UserError(
+            f"{lab}: label {int(labels[i])} at index {i} is outside 0..{IDX_CLASSES - 1} "
+            f"({int(bad.sum())} labels out of range; the IDX datasets have {IDX_CLASSES} classes)"
+        )
+    x = torch.from_numpy(images.copy()).unsqueeze(1)
+    y = torch.from_numpy(labels.astype(np.int64))
     if len(x) != len(y):
         raise UserError(f"{img}: {len(x)} images but {lab} has {len(y)} labels")
     return x, y
