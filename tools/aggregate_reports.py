@@ -119,13 +119,13 @@ def _issue14_tables(reports: list[dict], models: list[str]) -> list[str]:
             f"{name} per score (mean over OOD sets):",
             models,
             scores,
-            lambda m, sc, metric=metric: [rep["summary"][m].get(f"{metric}/{sc}") for rep in reports],
+            lambda m, sc, metric=metric: [rep["summary"].get(m, {}).get(f"{metric}/{sc}") for rep in reports],
         )
     lines += _table(
         "Selective classification (max-probability ranking): AURC (lower is better), accuracy at 90% / 95% coverage:",
         models,
         ["aurc", "acc_cov90", "acc_cov95"],
-        lambda m, k: [rep["summary"][m].get(k) for rep in reports],
+        lambda m, k: [rep["summary"].get(m, {}).get(k) for rep in reports],
     )
     students = list(reports[0].get("gain_share") or {})
     keys = [
@@ -140,7 +140,7 @@ def _issue14_tables(reports: list[dict], models: list[str]) -> list[str]:
         "no gain):",
         students,
         keys,
-        lambda m, k: [rep["gain_share"][m].get(k) for rep in reports],
+        lambda m, k: [rep["gain_share"].get(m, {}).get(k) for rep in reports],
         digits=2,
     )
     if all(rep.get("cost") for rep in reports):
@@ -172,7 +172,9 @@ def main() -> None:
     lines = [f"{args.title} ({len(reports)} runs: {', '.join(str(r) for r in args.runs)}); mean ± std", ""]
     lines += ["| model | " + " | ".join(c[1] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for m in models:
-        lines.append(f"| {m} | " + " | ".join(cell([r["summary"][m].get(k) for r in reports]) for k, _ in cols) + " |")
+        lines.append(
+            f"| {m} | " + " | ".join(cell([r["summary"].get(m, {}).get(k) for r in reports]) for k, _ in cols) + " |"
+        )
     sevs = reports[0]["corruptions"]["severities"] or []
     for key, name in (("corruption_acc", "Accuracy"), ("corruption_nll", "NLL")):
         if not sevs:
@@ -180,13 +182,13 @@ def main() -> None:
         lines += ["", f"{name} under corruption by severity (0: clean corruption split; mean over corruptions):", ""]
         lines += ["| model | " + " | ".join(f"s{k}" for k in [0, *sevs]) + " |", "|---" * (len(sevs) + 2) + "|"]
         for m in models:
-            vals = [[r["summary"][m].get(f"{key}/s{k}") for r in reports] for k in [0, *sevs]]
+            vals = [[r["summary"].get(m, {}).get(f"{key}/s{k}") for r in reports] for k in [0, *sevs]]
             lines.append(f"| {m} | " + " | ".join(cell(v, 3) for v in vals) + " |")
     if reports[0]["gain_share"]:
         lines += ["", f"Share of the teacher's gain kept (baseline: {reports[0]['reference']}; 1 = all, 0 = none):", ""]
         lines += ["| student | " + " | ".join(g[1] for g in GAIN) + " |", "|---" * (len(GAIN) + 1) + "|"]
         for m in reports[0]["gain_share"]:
-            vals = [[r["gain_share"][m].get(k) for r in reports] for k, _ in GAIN]
+            vals = [[r["gain_share"].get(m, {}).get(k) for r in reports] for k, _ in GAIN]
             lines.append(f"| {m} | " + " | ".join(cell(v, 2) for v in vals) + " |")
         lines += ["", "Teacher's gain over the baseline (positive = better):", ""]
         lines += ["| " + " | ".join(g[1] for g in GAIN) + " |", "|---" * len(GAIN) + "|"]
@@ -197,7 +199,9 @@ def main() -> None:
         lines += ["", "Teacher disagreement on the inputs each student was trained on (mean over epochs):", ""]
         lines += ["| student | " + " | ".join(p[1] for p in PERTURB) + " |", "|---" * (len(PERTURB) + 1) + "|"]
         for m in students:
-            vals = [[(r["models"][m]["perturbation"] or {}).get(k) for r in reports] for k, _ in PERTURB]
+            vals = [
+                [((r["models"].get(m) or {}).get("perturbation") or {}).get(k) for r in reports] for k, _ in PERTURB
+            ]
             lines.append(f"| {m} | " + " | ".join(cell(v) for v in vals) + " |")
     stages = [json.loads((r / "stages.json").read_text()) for r in args.runs if (r / "stages.json").is_file()]
     if stages:
