@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import errno
 import json
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -136,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     held = contextlib.ExitStack()
     try:
-        if args.command != "export":  # every other command writes into the directory --out
+        # Every other command writes into --out. Under `accelerate launch` only the main process (RANK 0) holds
+        # the lock: the other ranks are the same command, not a concurrent one.
+        if args.command != "export" and os.environ.get("RANK", "0") == "0":
             from distill.runlock import RunLock
 
             held.enter_context(RunLock(args.out))

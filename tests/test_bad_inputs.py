@@ -479,7 +479,7 @@ CASES = [
     ),
     Case("export:over-report", (*EXPORT, "--out", "{run}/report/report.md"), ("--out", "report.md")),
     Case("export:to-directory", (*EXPORT, "--out", "{teacher}"), ("--out",)),
-    Case("export:bad-format", (*EXPORT, "--format", "onnx"), ("--format", "onnx")),
+    Case("export:bad-format", (*EXPORT, "--format", "tflite"), ("--format", "tflite")),
     Case("export:not-a-run", ("export", "{s}"), ("model.json",)),
     # flags
     Case("flag:missing-out", ("teacher", "--recipe", "{recipe}"), ("--out",)),

@@ -105,7 +105,9 @@ def _stage_done(out: Path, name: str) -> bool:
 
 def _report(out: Path) -> dict:
     # the run directories' paths are the only thing allowed to differ between the two --out
-    return json.loads((out / "report" / "report.json").read_text().replace(str(out), "OUT"))
+    report = json.loads((out / "report" / "report.json").read_text().replace(str(out), "OUT"))
+    report.pop("cost", None)  # latencies: measured, so never equal between two runs
+    return report
 
 
 def _check_files(out: Path) -> None:
