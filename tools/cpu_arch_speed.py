@@ -1,8 +1,9 @@
 """Training and inference throughput of candidate CPU CIFAR nets (the measurement behind airnet_cpu).
 
-    python tools/cpu_arch_speed.py THREADS BATCH      # e.g. 2 256
+    python tools/cpu_arch_speed.py THREADS BATCH [contiguous]      # e.g. 2 256
 
-Median of 5 training steps after 2 warm-up steps; channels-last weights and inputs; random 32x32 inputs.
+Median of 5 training steps after 2 warm-up steps; channels-last weights and inputs (``contiguous``: the default
+layout instead, for the channels-last comparison); random 32x32 inputs.
 """
 
 from __future__ import annotations
@@ -45,10 +46,11 @@ CANDIDATES = {
 def main() -> None:
     torch.set_num_threads(int(sys.argv[1]))
     b = int(sys.argv[2])
+    layout = torch.contiguous_format if sys.argv[3:] == ["contiguous"] else torch.channels_last
     for name, make in CANDIDATES.items():
-        model = make().to(memory_format=torch.channels_last)
+        model = make().to(memory_format=layout)
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        x = torch.randn(b, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+        x = torch.randn(b, 3, 32, 32).contiguous(memory_format=layout)
         y = torch.randint(0, 10, (b,))
         times = []
         for _ in range(7):
