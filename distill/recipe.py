@@ -431,6 +431,12 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
     tree = json.loads(json.dumps(tree))
     for text in overrides:
         key, value = parse_override(text)
+        if key.startswith("x-"):
+            # The anchor's uses were expanded when the YAML was read: setting the block would change nothing.
+            raise UserError(
+                f"--set {key}: '{key.split('.')[0]}' only holds a YAML anchor; set the sections that use it "
+                "(e.g. teacher.train.epochs, single.train.epochs, students.*.train.epochs)"
+            )
         _set_path(tree, key, value)
     return build(Recipe, tree)
 

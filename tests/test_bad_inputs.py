@@ -284,6 +284,8 @@ CASES = [
     Case("set:bad-yaml", TEACHER + sets("teacher.train.epochs=[1"), ("--set teacher.train.epochs",)),
     Case("set:not-a-section", TEACHER + sets("teacher.train.epochs.x=1"), ("teacher.train.epochs",)),
     Case("set:bad-index", TEACHER + sets("students.9.arch=tiny_cnn"), ("students.9",)),
+    # an anchor block is expanded when the YAML is read: setting it would silently change nothing
+    Case("set:anchor-block", TEACHER + sets("x-train.epochs=1"), ("--set x-train.epochs", "anchor")),
     Case("set:duplicate-key", TEACHER + sets("teacher.objective={name: de, name: sdde}"), ("--set", "'name'")),
     # recipe files
     Case("recipe:missing", ("teacher", "--recipe", "{s}/nope.yaml", "--out", "{teacher}"), ("nope.yaml",)),
