@@ -143,12 +143,12 @@ def main(argv: list[str] | None = None) -> int:
             from distill.runlock import RunLock
 
             held.enter_context(RunLock(args.out))
-        from distill.recipe import load_recipe
+        from distill.resolve import load_checked
 
         if args.command in ("teacher", "single"):
             from distill.train import train_ensemble
 
-            recipe = load_recipe(args.recipe, args.overrides)
+            recipe = load_checked(args.recipe, args.overrides)
             summary = train_ensemble(recipe, args.out, section=args.command, resume=args.resume)
             if "test" in summary:
                 _print_summary(summary)
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "student":
             from distill.train import train_student
 
-            recipe = load_recipe(args.recipe, args.overrides)
+            recipe = load_checked(args.recipe, args.overrides)
             summary = train_student(recipe, args.teacher, args.out, name=args.name, resume=args.resume)
             if "test" in summary:
                 _print_summary(summary)
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from distill.pipeline import run_pipeline
 
-            run_pipeline(load_recipe(args.recipe, args.overrides), args.out, rerun=args.rerun)
+            run_pipeline(load_checked(args.recipe, args.overrides), args.out, rerun=args.rerun)
             return 0
         if args.command == "evaluate":
             from distill.report import evaluate_runs, format_gap_table

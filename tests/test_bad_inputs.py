@@ -286,6 +286,26 @@ CASES = [
     Case("set:bad-index", TEACHER + sets("students.9.arch=tiny_cnn"), ("students.9",)),
     # an anchor block is expanded when the YAML is read: setting it would silently change nothing
     Case("set:anchor-block", TEACHER + sets("x-train.epochs=1"), ("--set x-train.epochs", "anchor")),
+    # names resolved by registries: refused by the up-front check (distill/resolve.py) before the teacher trains,
+    # whatever stage the key belongs to (FRESH would train a new teacher if they got through)
+    Case("late:objective-param", FRESH + sets("teacher.objective.lamm=1"), ("teacher.objective.lamm",)),
+    Case(
+        "late:perturb-param",
+        FRESH + sets("students.0.perturb.name=ods", "students.0.perturb.params.stepz=1"),
+        ("students.0.perturb.params.stepz",),
+    ),
+    Case("late:perturb-name", FRESH + sets("students.0.perturb.name=confodz"), ("students.0.perturb.name", "confodz")),
+    Case("late:student-arch", FRESH + sets("students.0.arch=resnet_typo"), ("students.0.arch", "resnet_typo")),
+    Case("late:student-kind-option", FRESH + sets("students.0.options={heads: 2}"), ("students[kd].options",)),
+    Case("late:ood-score", FRESH + sets("evaluate.ood_scores=[msp, maxlogit]"), ("evaluate.ood_scores", "maxlogit")),
+    Case("late:ood-dataset", FRESH + sets("evaluate.ood=[{name: nomnist}]"), ("evaluate.ood.0.name", "nomnist")),
+    Case("late:corruption", FRESH + sets("evaluate.corruptions=[fogg]"), ("evaluate.corruptions", "fogg")),
+    Case("late:severity", FRESH + sets("evaluate.severities=[9]"), ("evaluate.severities",)),
+    Case(
+        "late:duplicate-student",
+        FRESH + sets("students=[{name: kd, arch: tiny_cnn}, {name: kd, arch: tiny_cnn}]"),
+        ("students.1.name", "'kd'"),
+    ),
     Case("set:duplicate-key", TEACHER + sets("teacher.objective={name: de, name: sdde}"), ("--set", "'name'")),
     # recipe files
     Case("recipe:missing", ("teacher", "--recipe", "{s}/nope.yaml", "--out", "{teacher}"), ("nope.yaml",)),

@@ -1,0 +1,93 @@
+"""The recipe checked whole, before any data is loaded or any model is built.
+
+:func:`~distill.recipe.load_recipe` checks types, ranges and keys of the typed sections. What it cannot check
+are the names that registries resolve later (objectives and their parameters, perturbations and theirs,
+architectures, student kinds and their options, datasets, OOD scores, corruptions, severities): each stage
+resolved its own names when it started, so a typo in a student or in the report's settings surfaced only after
+the teacher had trained, hours later on CIFAR. :func:`check_recipe` resolves every one of them up front with the
+same functions the stages use, so the messages are the stages' own (each names its recipe key).
+"""
+
+from __future__ import annotations
+
+from distill import UserError
+from distill.recipe import Recipe, StudentCfg, TeacherCfg, load_recipe
+
+
+def _check_arch(arch: str, key: str) -> None:
+    from distill.models.registry import ARCHS
+
+    if arch not in ARCHS:
+        raise UserError(
+            f"recipe key '{key}': unknown architecture {arch!r}; expected one of: {', '.join(sorted(ARCHS))}"
+        )
+
+
+def _check_ensemble(cfg: TeacherCfg, key: str) -> None:
+    from distill.objectives import objective_from_recipe
+
+    archs = cfg.arch if isinstance(cfg.arch, list) else [cfg.arch]
+    if isinstance(cfg.arch, list) and len(archs) != cfg.members:
+        raise UserError(
+            f"recipe key '{key}.arch': {len(archs)} names for {cfg.members} members; give one or {cfg.members}"
+        )
+    for i, arch in enumerate(archs):
+        _check_arch(arch, f"{key}.arch" + (f".{i}" if isinstance(cfg.arch, list) else ""))
+    objective_from_recipe(cfg.objective, f"{key}.objective")
+
+
+def _check_student(cfg: StudentCfg, key: str) -> None:
+    from distill.perturb import make_perturbation
+    from distill.students import student_kind
+
+    _check_arch(cfg.arch, f"{key}.arch")
+    make_perturbation(cfg.perturb.name, cfg.perturb.params, f"{key}.perturb")
+    student_kind(cfg)
+
+
+def _check_dataset(name: str, key: str, extra: tuple[str, ...] = ()) -> None:
+    from distill.data.base import LOADERS
+
+    if name not in LOADERS and name not in extra:
+        choices = ", ".join(sorted([*LOADERS, *extra]))
+        raise UserError(f"recipe key '{key}': unknown dataset {name!r}; expected one of: {choices}")
+
+
+def check_recipe(recipe: Recipe) -> Recipe:
+    """Resolve every registered name of ``recipe`` and check its parameters; a :class:`UserError` names the key.
+
+    Reads no data and builds no model, so it takes milliseconds; every command calls it before it trains.
+    """
+    import distill.data
+    import distill.models  # noqa: F401  (registers the architectures)
+    from distill.report.corruption import check_severities, corruption_names
+    from distill.report.ood import check_scores
+
+    _check_dataset(recipe.data.name, "data.name")
+    if recipe.data.outlier is not None:
+        _check_dataset(recipe.data.outlier, "data.outlier")
+    for section, ensemble in (("teacher", recipe.teacher), ("single", recipe.single)):
+        if ensemble is not None:
+            _check_ensemble(ensemble, section)
+    if recipe.student is not None:
+        _check_student(recipe.student, "student")
+    names = [s.name for s in recipe.students]
+    for i, cfg in enumerate(recipe.students):
+        if cfg.name in names[:i]:
+            raise UserError(
+                f"recipe key 'students.{i}.name': {cfg.name!r} also names students.{names.index(cfg.name)}; "
+                "names must be unique (each names its run directory)"
+            )
+        _check_student(cfg, f"students.{i}")
+    ev = recipe.evaluate
+    for i, ood in enumerate(ev.ood):
+        _check_dataset(ood.name, f"evaluate.ood.{i}.name", extra=("heldout",))
+    check_scores(ev.ood_scores)
+    corruption_names(ev.corruptions)
+    check_severities(ev.severities)
+    return recipe
+
+
+def load_checked(path: str | None, overrides: list[str] = ()) -> Recipe:
+    """:func:`~distill.recipe.load_recipe`, then :func:`check_recipe`: what every command reads a recipe with."""
+    return check_recipe(load_recipe(path, overrides))
