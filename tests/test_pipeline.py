@@ -52,7 +52,6 @@ def test_demo_recipe_shows_a_teacher_gain_a_student_share_and_ood(tmp_path, caps
     out = tmp_path / "demo"
     args = ["run", str(ROOT / "recipes/digits.yaml"), "--out", str(out)]
     for s in [
-        "x-train.epochs=8",
         "teacher.train.epochs=8",
         "single.train.epochs=8",
         "students=[{name: kd, arch: small_cnn, alpha: 0.9, temperature: 4.0, perturb: {name: none}, "
