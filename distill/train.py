@@ -16,11 +16,11 @@ from accelerate import PartialState
 from distill import UserError, students
 from distill.checkpoint import atomic_write_text, load_model, read_model_info
 from distill.data import Splits, load_dataset, load_ood
+from distill.data.identity import data_differences
 from distill.loop import FitSetup, fit
 from distill.metrics import accuracy, nll
 from distill.models import build_model, ensemble_spec, mean_probs
 from distill.objectives import objective_from_recipe
-from distill.objectives.student import check_teacher_matches
 from distill.perturb import make_perturbation
 from distill.predict import predict_logits
 from distill.recipe import DataCfg, Recipe, StudentCfg, TeacherCfg, TrainCfg, to_dict
@@ -149,6 +149,19 @@ def student_spec(cfg: StudentCfg, teacher_size: int) -> dict:
     return students.student_spec(cfg, teacher_size)
 
 
+def check_teacher_matches(teacher_info: dict, splits: Splits | None, data: DataCfg, teacher_dir: Path) -> None:
+    """A teacher trained on other data than the student's recipe describes is an error before any training
+    (:mod:`distill.data.identity`): another split seed, say, would let the student select and report on
+    images the teacher was trained on. Without ``splits`` only the recipe's cut is compared."""
+    reference = {"meta": teacher_info.get("meta", {}), "data": teacher_info.get("recipe", {}).get("data", {})}
+    if splits is None:
+        reference["meta"] = {}
+    meta = splits.meta.to_json() if splits is not None else {}
+    diffs = data_differences(reference, {"meta": meta, "data": to_dict(data)})
+    if diffs:
+        raise UserError(f"--teacher {teacher_dir}: trained on other data: {'; '.join(diffs)}")
+
+
 def train_student(
     recipe: Recipe,
     teacher_dir: Path,
@@ -161,9 +174,10 @@ def train_student(
     """Distil the teacher in ``teacher_dir`` into the student the recipe describes."""
     cfg = student_config(recipe, name)
     key = "student" if recipe.student is cfg else f"students[{cfg.name}]"
-    splits = load_splits(recipe.data)
     teacher_info = read_model_info(teacher_dir)
-    check_teacher_matches(teacher_info.get("meta", {}), splits.meta.to_json(), str(teacher_dir))
+    check_teacher_matches(teacher_info, None, recipe.data, teacher_dir)  # the cut, before loading any data
+    splits = load_splits(recipe.data)
+    check_teacher_matches(teacher_info, splits, recipe.data, teacher_dir)
     perturb = make_perturbation(cfg.perturb.name, cfg.perturb.params, f"{key}.perturb")
     teacher, _ = load_model(teacher_dir)
     objective = students.student_objective(cfg, teacher, perturb)

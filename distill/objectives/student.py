@@ -90,19 +90,3 @@ class KD:
         loss, terms = self.loss(s_clean, s_pert, t_pert, y)
         terms.update({f"perturb/{k}": v for k, v in res.stats.items()})
         return loss, terms
-
-
-def check_teacher_matches(teacher_meta: dict, meta: dict, teacher_dir: str) -> None:
-    """A teacher trained on other data is an error before any training: compare the dataset, classes,
-    channels, size and the training subset drawn."""
-
-    def norm(v: object) -> object:
-        return list(v) if isinstance(v, (list, tuple)) else v
-
-    diffs = [
-        f"{key} {norm(teacher_meta.get(key))} (teacher) vs {norm(meta.get(key))} (recipe's data)"
-        for key in ("name", "num_classes", "channels", "size", "subset")
-        if norm(teacher_meta.get(key)) != norm(meta.get(key))
-    ]
-    if diffs:
-        raise UserError(f"--teacher {teacher_dir}: trained on other data: {'; '.join(diffs)}")

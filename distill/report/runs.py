@@ -19,11 +19,10 @@ from torch import nn
 from distill import UserError
 from distill.checkpoint import load_model, read_model_info
 from distill.data import Splits
+from distill.data.identity import data_differences
 from distill.recipe import Recipe, recipe_from_dict
 from distill.train import load_splits
 
-META_KEYS = ("name", "num_classes", "channels", "size", "class_names", "subset")  # what the model predicts, on what
-SPLIT_KEYS = ("split_seed", "val_fraction", "test_fraction", "limit_train", "holdout_classes")  # the val / test cut
 RESERVED = ("members", "single", "teacher")  # model keys the report uses itself
 
 
@@ -45,10 +44,6 @@ class Run:
         return str(self.info.get("spec", {}).get("kind", "ensemble"))
 
 
-def _norm(v: Any) -> Any:
-    return [_norm(x) for x in v] if isinstance(v, (list, tuple)) else v
-
-
 def _data_of(info: dict, path: Path) -> dict:
     try:
         return dict(info["recipe"]["data"])
@@ -57,18 +52,11 @@ def _data_of(info: dict, path: Path) -> dict:
 
 
 def check_same_data(teacher: dict, info: dict, path: Path, flag: str) -> None:
-    """UserError naming every difference between a run's data and the teacher's."""
-    diffs = [
-        f"meta.{k} {_norm(info.get('meta', {}).get(k))} vs {_norm(teacher.get('meta', {}).get(k))} (teacher)"
-        for k in META_KEYS
-        if _norm(info.get("meta", {}).get(k)) != _norm(teacher.get("meta", {}).get(k))
-    ]
-    mine, theirs = _data_of(info, path), _data_of(teacher, path)
-    diffs += [
-        f"data.{k} {_norm(mine.get(k))} vs {_norm(theirs.get(k))} (teacher)"
-        for k in SPLIT_KEYS
-        if _norm(mine.get(k)) != _norm(theirs.get(k))
-    ]
+    """UserError naming every difference between a run's data and the teacher's (:mod:`distill.data.identity`)."""
+    diffs = data_differences(
+        {"meta": teacher.get("meta", {}), "data": _data_of(teacher, path)},
+        {"meta": info.get("meta", {}), "data": _data_of(info, path)},
+    )
     if diffs:
         raise UserError(f"{flag} {path}: trained on other data than the teacher: {'; '.join(diffs)}")
 
