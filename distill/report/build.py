@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,19 @@ def _dataset(runs: Runs) -> dict[str, Any]:
     }
 
 
+class _Clock:
+    """Wall-clock laps: ``lap(name)`` records the seconds since the previous lap."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._t, 2)
+        self._t = now
+
+
 def evaluate_runs(
     teacher: Path, students: list[Path], single: Path | None, out: Path, cfg: EvalCfg | None = None
 ) -> dict[str, Any]:
@@ -157,10 +171,13 @@ def evaluate_runs(
     swept = bool(names and severities and n_corr > 0)
     frost = frost_source(names, cfg.frost_images) if swept else None
     sets, notes = load_ood_sets(cfg.ood, runs.splits)
+    clock = _Clock()
     preds = _predict(runs, sets, cfg, device)
+    clock.lap("predict")
     if swept:
         x_corr = runs.splits.test_x[:n_corr]
         sweep(list(preds.values()), x_corr, names, severities, cfg.batch_size, cfg.corruption_seed, cfg.frost_images)
+        clock.lap("corruptions")
     else:
         notes.append("corruption sweep off (evaluate.corruptions, severities or corruption_limit empty).")
     ref = make_reference(preds["teacher"], runs.splits.val_y, runs.splits.test_y)
@@ -176,9 +193,11 @@ def evaluate_runs(
     if runs.single is None:
         notes.append("no single-model run given: the teacher's mean member is the single-model baseline.")
     summary = {k: summary_row(e) for k, e in models.items()}
+    clock.lap("metrics")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     fig_files, fig_notes = make_figures(Context(models, preds, runs, sets, cfg, out))
+    clock.lap("figures")
     cost = None
     if cfg.cost.enabled:
         from distill.report.cost import measure_costs
@@ -186,6 +205,7 @@ def evaluate_runs(
         shape = (runs.splits.meta.channels, *runs.splits.meta.size)
         cost, cost_notes = measure_costs(runs.all, shape, cfg.cost, out, "single" if runs.single else None)
         notes += cost_notes
+        clock.lap("cost")
     else:
         notes.append("inference cost table off (evaluate.cost.enabled: false).")
     report = {
@@ -215,6 +235,7 @@ def evaluate_runs(
         "cost": cost,
         "figures": fig_files,
         "notes": notes + fig_notes,
+        "seconds": clock.laps,  # wall time of each part of this report, for sizing a benchmark's evaluate section
     }
     report = to_plain(report)
     write_json(out / "report.json", report)
