@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="train this stage again though --out holds it (teacher, single, or a student's name; repeatable; "
         "the teacher reruns every student); the old one is kept as <stage>.old",
     )
+    p.add_argument(
+        "--students",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="train and report only these of the recipe's students (repeatable; default: all of them)",
+    )
     _set_arg(p)
 
     p = sub.add_parser("evaluate", help="the gap report of trained runs")
@@ -164,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from distill.pipeline import run_pipeline
 
-            run_pipeline(load_checked(args.recipe, args.overrides), args.out, rerun=args.rerun)
+            recipe = load_checked(args.recipe, args.overrides)
+            run_pipeline(recipe, args.out, rerun=args.rerun, only_students=args.students)
             return 0
         if args.command == "evaluate":
             from distill.report import evaluate_runs, format_gap_table

@@ -138,6 +138,52 @@ def _diverged(s: FitSetup, epoch: int, what: str) -> UserError:
     )
 
 
+class StepTerms:
+    """The step's loss terms, summed on the device; read back to the host only when asked.
+
+    A ``float(v)`` per term per step would stall a GPU once per term per step. Here the sums, and the
+    finiteness of every loss, stay device tensors; ``fit`` reads them (one sync) every ``run.log_every`` steps
+    and at the end of each epoch. The first non-finite step is recorded on the device too, so the error
+    still names it exactly.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps = 0
+        self._first_bad = torch.full((), -1, dtype=torch.long, device=device)  # step number, -1: none yet
+
+    def add(self, terms: dict[str, Any], step: int) -> None:
+        """``terms['loss']`` first; ``step`` is the 1-based global step these terms belong to."""
+        loss = terms["loss"]
+        bad = ~torch.isfinite(loss.detach()) & (self._first_bad < 0)
+        self._first_bad = torch.where(bad, torch.full_like(self._first_bad, step), self._first_bad)
+        for k, v in terms.items():
+            v = v.detach().double() if isinstance(v, torch.Tensor) else torch.tensor(float(v), dtype=torch.float64)
+            self.sums[k] = self.sums[k] + v.to(self.sums[k].device) if k in self.sums else v
+        self.steps += 1
+
+    def first_bad_step(self) -> int | None:
+        """The first step whose loss was not finite (one host sync), or None."""
+        step = int(self._first_bad)
+        return step if step >= 0 else None
+
+    def means(self) -> dict[str, float]:
+        """The mean of each term over the steps added (one host sync)."""
+        if not self.sums:
+            return {}
+        values = torch.stack([v.to(self._first_bad.device) for v in self.sums.values()]).tolist()
+        return {k: v / max(self.steps, 1) for k, v in zip(self.sums, values)}
+
+
+def _check_loss(s: FitSetup, epoch: int, terms: StepTerms) -> None:
+    """Raise if a loss since the epoch began was not finite. Checked every ``log_every`` steps and at the
+    epoch's end, always before the epoch's checkpoint: the files on disk stay those of the last finished
+    epoch, and a rerun with a smaller lr can --resume from them."""
+    step = terms.first_bad_step()
+    if step is not None:
+        raise _diverged(s, epoch, f"loss is not finite at epoch {epoch + 1}, step {step}")
+
+
 def fit(model: nn.Module, objective: Objective, s: FitSetup) -> dict[str, Any]:
     """Train ``model`` with ``objective``; returns the summary (also written to ``summary.json``)."""
     out = s.out
@@ -209,7 +255,7 @@ def fit(model: nn.Module, objective: Objective, s: FitSetup) -> dict[str, Any]:
 
     for epoch in range(start_epoch, s.train.epochs):
         model.train()
-        sums: dict[str, float] = {}
+        sums = StepTerms(device)
         t0 = time.perf_counter()
         bar = tqdm(
             loader.epoch(epoch),
@@ -224,26 +270,23 @@ def fit(model: nn.Module, objective: Objective, s: FitSetup) -> dict[str, Any]:
             with acc.accumulate(model):
                 with acc.autocast():
                     loss, terms = objective(model, batch)
-                if not torch.isfinite(loss):
-                    # raised before backward and before this epoch's checkpoint: the files on disk stay those
-                    # of the last finished epoch, and a rerun with a smaller lr can --resume from them
-                    raise _diverged(s, epoch, f"loss is {loss.item()} at epoch {epoch + 1}, step {global_step + 1}")
                 acc.backward(loss)
                 optimizer.step()
                 if acc.sync_gradients:
                     scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             terms = {"loss": loss.detach(), **terms}
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
             global_step += 1
+            sums.add(terms, global_step)
             if global_step % s.run.log_every == 0:
+                _check_loss(s, epoch, sums)
                 logged = {f"train/{k}": float(v) for k, v in terms.items()}
                 logged["train/lr"] = optimizer.param_groups[0]["lr"]
                 acc.log(logged, step=global_step)
-                bar.set_postfix(loss=f"{terms['loss'].item():.3f}")
+                bar.set_postfix(loss=f"{logged['train/loss']:.3f}")
         epoch_times.append(time.perf_counter() - t0)
-        train_terms = {k: v / len(loader) for k, v in sums.items()}
+        _check_loss(s, epoch, sums)
+        train_terms = sums.means()
         net = acc.unwrap_model(model)
         if not all(bool(torch.isfinite(p).all()) for p in net.parameters()):
             # the epoch's last step blew the weights up: never checkpoint them over the last good epoch

@@ -6,6 +6,7 @@ after a crash continues where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -49,15 +50,25 @@ def _stage(run_dir: Path, train: Any, times: StageTimes, name: str) -> None:
     times.record(name, time.perf_counter() - start)
 
 
-def run_pipeline(recipe: Recipe, out: Path, rerun: Sequence[str] = ()) -> dict[str, Any]:
+def run_pipeline(
+    recipe: Recipe, out: Path, rerun: Sequence[str] = (), only_students: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Train what the recipe lists into ``out/{teacher,single,students/<name>}``, then evaluate into
     ``out/report``. Returns the report. Stages already in ``out`` must come from the same recipe sections
-    (see :mod:`distill.reuse`); ``rerun`` names stages to train again."""
+    (see :mod:`distill.reuse`); ``rerun`` names stages to train again; ``only_students`` keeps only those
+    of the recipe's students (in the recipe's order)."""
     if recipe.teacher is None:
         raise UserError("--recipe: a pipeline recipe needs a 'teacher' section")
     names = [s.name for s in recipe.students]
     if len(set(names)) != len(names):
         raise UserError(f"students: names must be unique, got {names}")
+    if only_students is not None:
+        unknown = [n for n in only_students if n not in names]
+        if unknown:
+            raise UserError(
+                f"--students {unknown[0]}: not a student of this recipe; expected one of: {', '.join(names)}"
+            )
+        recipe = dataclasses.replace(recipe, students=[s for s in recipe.students if s.name in set(only_students)])
     prepare_out(recipe, out, rerun)
     times = StageTimes(out)
     teacher_dir = out / "teacher"

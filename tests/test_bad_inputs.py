@@ -394,6 +394,7 @@ CASES = [
     Case("run:other-seed", RUN + sets("seed=1"), ("'seed'",)),
     Case("run:other-arch", RUN + sets("teacher.arch=small_cnn"), ("teacher.arch",)),
     Case("run:rerun-unknown", (*RUN, "--rerun", "nope"), ("--rerun nope",)),
+    Case("run:students-unknown", (*RUN, "--students", "nope"), ("--students nope", "expected one of")),
     Case("run:no-teacher", ("run", "{s}/bad.yaml", "--out", "{run}"), ("'teacher'",), recipe_file("seed: 0\n")),
     # model.json, model.safetensors and state.safetensors of the run
     Case(

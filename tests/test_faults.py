@@ -107,6 +107,7 @@ def _report(out: Path) -> dict:
     # the run directories' paths are the only thing allowed to differ between the two --out
     report = json.loads((out / "report" / "report.json").read_text().replace(str(out), "OUT"))
     report.pop("cost", None)  # latencies: measured, so never equal between two runs
+    report.pop("seconds", None)  # the report's own wall times, likewise
     return report
 
 

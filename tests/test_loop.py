@@ -176,3 +176,34 @@ def test_channels_last_option_trains(tmp_path):
     )
     summary = train_ensemble(recipe, tmp_path / "cl")
     assert math.isfinite(summary["history"][0]["loss"])
+
+
+def test_step_terms_stay_on_the_device_until_read(monkeypatch):
+    from distill.loop import StepTerms
+
+    terms = StepTerms(torch.device("cpu"))
+    losses = [torch.tensor(0.5), torch.tensor(1.5), torch.tensor(float("nan")), torch.tensor(float("inf"))]
+
+    def no_sync(*_a, **_k):
+        raise AssertionError("a host sync inside StepTerms.add")
+
+    with monkeypatch.context() as m:
+        for name in ("item", "__float__", "__bool__", "tolist"):
+            m.setattr(torch.Tensor, name, no_sync)
+        for step, loss in enumerate(losses[:2], start=1):
+            terms.add({"loss": loss, "ce": loss * 2, "stat": 3.0}, step)
+    assert terms.first_bad_step() is None
+    assert terms.means() == pytest.approx({"loss": 1.0, "ce": 2.0, "stat": 3.0})
+    for step, loss in enumerate(losses[2:], start=3):
+        terms.add({"loss": loss, "ce": loss, "stat": 0.0}, step)
+    assert terms.first_bad_step() == 3  # the first non-finite step, not the last
+
+
+def test_diverged_run_names_the_step_and_keeps_no_checkpoint(tmp_path):
+    raw = tiny_recipe(epochs=2)
+    raw["teacher"]["train"]["optim"]["lr"] = 1e12
+    raw["run"]["log_every"] = 5
+    expected = r"loss is not finite at epoch 1, step 3: training diverged; lower train.optim.lr"
+    with pytest.raises(UserError, match=expected):
+        train_ensemble(recipe_from_dict(raw), tmp_path / "run")
+    assert not (tmp_path / "run" / "model.safetensors").exists()

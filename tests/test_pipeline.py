@@ -75,3 +75,50 @@ def test_demo_recipe_shows_a_teacher_gain_a_student_share_and_ood(tmp_path, caps
     assert any((v or 0) > 0 for k, v in report["gain_share"]["kd"].items() if k in ("acc", "cnll"))
     stages = json.loads((out / "stages.json").read_text())
     assert set(stages) == {"teacher", "single", "student/kd", "report"} and all(v > 0 for v in stages.values())
+
+
+def test_run_students_trains_and_reports_only_those(tmp_path, capsys):
+    out = tmp_path / "some"
+    args = ["run", str(ROOT / "recipes/digits.yaml"), "--out", str(out), "--students", "mixup", "--students", "kd"]
+    for s in [*TINY, "evaluate.corruptions=[]"]:
+        args += ["--set", s]
+    assert main(args) == 0
+    assert sorted(p.name for p in (out / "students").iterdir()) == ["kd", "mixup"]
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert list(report["runs"]["students"]) == ["kd", "mixup"]  # the recipe's order, not the flags'
+    # adding a student later reuses the trained stages and trains only the new one
+    capsys.readouterr()
+    assert main([*args, "--students", "confods"]) == 0
+    assert capsys.readouterr().out.count("[reuse]") == 4
+    assert (out / "students" / "confods" / "model.safetensors").is_file()
+
+
+def test_cifar10_cpu_script_runs_named_students_and_the_sdde_teacher(tmp_path):
+    """tools/cifar10_cpu.sh on digits at tiny size: only $STUDENTS train, SDDE=1 adds an SDDE teacher that
+    is reported against the same single network, and a changed recipe is refused rather than reused."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "c"
+    sets = [a for s in [*TINY, "evaluate.corruptions=[]"] for a in ("--set", s)]
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "RECIPE": str(ROOT / "recipes/digits.yaml"),
+        "STUDENTS": "kd",
+        "SDDE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    script = [str(ROOT / "tools/cifar10_cpu.sh"), "0", str(out), *sets]
+    done = subprocess.run(script, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (out / "students").iterdir()) == ["kd"]
+    sdde = json.loads((out / "sdde" / "teacher" / "model.json").read_text())
+    assert sdde["recipe"]["teacher"]["objective"]["name"] == "sdde"
+    report = json.loads((out / "sdde" / "report" / "report.json").read_text())
+    assert list(report["runs"]["students"]) == ["kd"] and report["runs"]["single"].endswith("sdde/single")
+    stale = subprocess.run(
+        [*script, "--set", "students.0.alpha=0.5"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert stale.returncode == 2 and "students.0.alpha" in stale.stderr, stale.stderr
