@@ -35,7 +35,7 @@ from distill.checkpoint import (
 from distill.data.base import Splits
 from distill.data.batches import DeviceLoader, make_augment
 from distill.metrics import accuracy, nll, pairwise_disagreement
-from distill.models.ensemble import Ensemble, compile_ensemble, compile_when_for, mean_probs, to_channels_last
+from distill.models.ensemble import Ensemble, compile_ensemble, mean_probs, to_channels_last
 from distill.objectives.base import Objective
 from distill.predict import predict_logits
 from distill.recipe import DataCfg, RunCfg, ScheduleCfg, TrainCfg
@@ -201,8 +201,8 @@ def fit(model: nn.Module, objective: Objective, s: FitSetup) -> dict[str, Any]:
     device = acc.device
     meta = s.splits.meta
     augment = make_augment(s.data.crop_padding, s.data.flip, meta.size) if s.data.augment else None
-    views = getattr(model, "size", 1) if getattr(objective, "per_member_batches", False) else 1
-    if getattr(objective, "needs_outliers", False) and s.outlier_x is None:
+    views = model.size if objective.per_member_batches else 1
+    if objective.needs_outliers and s.outlier_x is None:
         raise UserError("data.outlier: this objective needs an outlier dataset; set data.outlier (and outlier_root)")
     loader = DeviceLoader(
         s.splits.train_x.to(device),
@@ -219,9 +219,8 @@ def fit(model: nn.Module, objective: Objective, s: FitSetup) -> dict[str, Any]:
     if s.run.channels_last:
         to_channels_last(model)
     if s.run.compile and isinstance(model, Ensemble):
-        acc.print(f"torch.compile: {compile_ensemble(model, compile_when_for(objective))}")
-    if hasattr(objective, "to"):  # objectives may hold modules of their own (the student's frozen teacher)
-        objective.to(device)
+        acc.print(f"torch.compile: {compile_ensemble(model, objective.compile_when)}")
+    objective.to(device)
     optimizer = make_optimizer(model, s.train)
     steps_per_epoch = len(loader) // s.train.grad_accum
     total = steps_per_epoch * s.train.epochs
@@ -265,8 +264,7 @@ def fit(model: nn.Module, objective: Objective, s: FitSetup) -> dict[str, Any]:
             leave=False,
         )
         for batch in bar:
-            if hasattr(objective, "set_progress"):  # schedules inside an objective (EnD²'s temperature annealing)
-                objective.set_progress(global_step / max(len(loader) * s.train.epochs, 1))
+            objective.set_progress(global_step / max(len(loader) * s.train.epochs, 1))  # e.g. EnD²'s annealing
             with acc.accumulate(model):
                 with acc.autocast():
                     loss, terms = objective(model, batch)

@@ -141,7 +141,7 @@ class RunCfg:
     progress: bool = True
     cpu: bool = False  # force the CPU even when a GPU is present
     channels_last: bool = False  # GPU: channels-last conv weights (faster under bf16 on tensor cores)
-    compile: bool = False  # GPU: torch.compile the members where the objective allows (see compile_when_for)
+    compile: bool = False  # GPU: torch.compile the members where the objective allows (the objective's compile_when)
 
 
 @dataclass(frozen=True)

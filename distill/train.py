@@ -15,7 +15,7 @@ from accelerate import PartialState
 
 from distill import UserError, students
 from distill.checkpoint import atomic_write_text, load_model, read_model_info
-from distill.data import Splits, load_dataset, load_ood
+from distill.data import Splits, load_ood, load_splits
 from distill.data.identity import data_differences
 from distill.loop import FitSetup, fit
 from distill.metrics import accuracy, nll
@@ -25,18 +25,6 @@ from distill.perturb import make_perturbation
 from distill.predict import predict_logits
 from distill.recipe import DataCfg, Recipe, StudentCfg, TeacherCfg, TrainCfg, to_dict
 from distill.saliency import mean_cam_similarity
-
-
-def load_splits(data: DataCfg) -> Splits:
-    return load_dataset(
-        data.name,
-        data.root,
-        split_seed=data.split_seed,
-        val_fraction=data.val_fraction,
-        test_fraction=data.test_fraction,
-        limit_train=data.limit_train,
-        holdout_classes=data.holdout_classes,
-    )
 
 
 def test_metrics(model: torch.nn.Module, splits: Splits, cam_images: int = 500, cam: bool = True) -> dict[str, Any]:
@@ -103,7 +91,7 @@ def train_ensemble(
     spec = ensemble_spec(cfg.arch, cfg.members)
     objective, params = objective_from_recipe(cfg.objective, f"{section}.objective")
     outlier_x = None
-    if getattr(objective, "needs_outliers", False):
+    if objective.needs_outliers:
         if recipe.data.outlier is None:
             raise UserError(f"{section}.objective: '{cfg.objective.get('name')}' needs data.outlier")
         outlier_x = load_ood(recipe.data.outlier, recipe.data.outlier_root, splits.meta)
@@ -153,11 +141,11 @@ def check_teacher_matches(teacher_info: dict, splits: Splits | None, data: DataC
     """A teacher trained on other data than the student's recipe describes is an error before any training
     (:mod:`distill.data.identity`): another split seed, say, would let the student select and report on
     images the teacher was trained on. Without ``splits`` only the recipe's cut is compared."""
-    reference = {"meta": teacher_info.get("meta", {}), "data": teacher_info.get("recipe", {}).get("data", {})}
+    teacher = {"meta": teacher_info.get("meta", {}), "data": teacher_info.get("recipe", {}).get("data", {})}
     if splits is None:
-        reference["meta"] = {}
-    meta = splits.meta.to_json() if splits is not None else {}
-    diffs = data_differences(reference, {"meta": meta, "data": to_dict(data)})
+        teacher["meta"] = {}
+    mine = {"meta": splits.meta.to_json() if splits is not None else {}, "data": to_dict(data)}
+    diffs = data_differences(mine, teacher, ref_label="recipe's data", cand_label="teacher")
     if diffs:
         raise UserError(f"--teacher {teacher_dir}: trained on other data: {'; '.join(diffs)}")
 

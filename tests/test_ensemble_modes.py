@@ -16,11 +16,11 @@ from distill.models.ensemble import (
     Ensemble,
     channels_last_input,
     compile_ensemble,
-    compile_when_for,
     eval_mode,
     to_channels_last,
 )
 from distill.objectives import objective_from_recipe
+from distill.objectives.base import compile_when_for
 from distill.saliency import cam_similarity, gradcam
 
 TOL = {"rtol": 1e-4, "atol": 1e-5}

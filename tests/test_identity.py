@@ -40,7 +40,8 @@ def test_normalisation_within_round_off_is_the_same_data(teacher_info):
 def test_a_student_on_another_split_seed_is_refused_before_loading_data(teacher_info):
     moved = DataCfg(name="digits", limit_train=600, split_seed=1)
     # splits=None: the recipe's cut alone, the check train_student makes before any data is loaded
-    with pytest.raises(UserError, match=r"^--teacher t: trained on other data: data.split_seed 1 vs 0 \(teacher\)$"):
+    expected = r"^--teacher t: trained on other data: data.split_seed 0 \(teacher\) vs 1 \(recipe's data\)$"
+    with pytest.raises(UserError, match=expected):
         check_teacher_matches(teacher_info, None, moved, Path("t"))
 
 
@@ -49,12 +50,12 @@ def test_another_dataset_of_the_same_shape_is_refused(teacher_info):
     splits = load_splits(DATA)
     other = copy.deepcopy(teacher_info)
     other["meta"]["name"] = "svhn"
-    with pytest.raises(UserError, match=r"meta.name digits vs svhn \(teacher\)"):
+    with pytest.raises(UserError, match=r"meta.name svhn \(teacher\) vs digits \(recipe's data\)"):
         check_teacher_matches(other, splits, DATA, Path("t"))
 
 
 def test_another_training_subset_is_refused(teacher_info):
     smaller = DataCfg(name="digits", limit_train=500)
-    with pytest.raises(UserError, match=r"data.limit_train 500 vs 600") as err:
+    with pytest.raises(UserError, match=r"data.limit_train 600 \(teacher\) vs 500") as err:
         check_teacher_matches(teacher_info, load_splits(smaller), smaller, Path("t"))
     assert "meta.subset" in str(err.value) and "meta.mean" in str(err.value)

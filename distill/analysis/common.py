@@ -41,7 +41,7 @@ def load_run(run_dir: Path) -> tuple[nn.Module, dict[str, Any], DataCfg]:
 
 def run_splits(data: DataCfg) -> Splits:
     """The run's splits (cached per data section: a population of runs shares one dataset)."""
-    from distill.train import load_splits
+    from distill.data import load_splits
 
     key = json.dumps(data.__dict__, sort_keys=True, default=str)
     if key not in _SPLITS_CACHE:

@@ -9,6 +9,7 @@ from distill.data.base import (
     conform,
     load_dataset,
     load_ood,
+    load_splits,
     register_dataset,
 )
 from distill.data.batches import Batch, DeviceLoader, eval_batches, make_augment
@@ -24,6 +25,7 @@ __all__ = [
     "eval_batches",
     "load_dataset",
     "load_ood",
+    "load_splits",
     "make_augment",
     "register_dataset",
 ]

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from distill import UserError
+from distill.recipe import DataCfg
 
 
 @dataclass(frozen=True)
@@ -252,6 +253,20 @@ def load_dataset(
         subset=subset,
     )
     return Splits(meta, x, y, val_x, val_y, test_x, test_y, heldout_x)
+
+
+def load_splits(data: DataCfg) -> Splits:
+    """The splits a recipe's ``data`` section describes (:func:`load_dataset`): every stage and the report
+    rebuild their data through this one function."""
+    return load_dataset(
+        data.name,
+        data.root,
+        split_seed=data.split_seed,
+        val_fraction=data.val_fraction,
+        test_fraction=data.test_fraction,
+        limit_train=data.limit_train,
+        holdout_classes=data.holdout_classes,
+    )
 
 
 def conform(x: torch.Tensor, like: DatasetMeta) -> torch.Tensor:

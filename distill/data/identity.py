@@ -37,21 +37,25 @@ def _equal(key: str, a: Any, b: Any) -> bool:
     return a == b
 
 
-def data_differences(reference: dict, candidate: dict, ref_label: str = "teacher") -> list[str]:
-    """Every way ``candidate``'s data differs from ``reference``'s, one phrase each (empty: the same data).
+def data_differences(
+    reference: dict, candidate: dict, ref_label: str = "teacher", cand_label: str | None = None
+) -> list[str]:
+    """Every way ``candidate``'s data differs from ``reference``'s, one phrase each (empty: the same data):
+    ``"<key> <candidate's> vs <reference's> (<ref_label>)"``, or with ``cand_label`` both sides labelled.
 
     Both are ``{"meta": DatasetMeta.to_json(), "data": the recipe's data section as a dict}``; a key missing
     from both counts as equal, so runs written before a key existed still compare on the rest.
     """
+    mine = f" ({cand_label})" if cand_label else ""
     r_meta, c_meta = reference.get("meta", {}), candidate.get("meta", {})
     r_data, c_data = reference.get("data", {}), candidate.get("data", {})
     diffs = [
-        f"meta.{k} {_norm(c_meta.get(k))} vs {_norm(r_meta.get(k))} ({ref_label})"
+        f"meta.{k} {_norm(c_meta.get(k))}{mine} vs {_norm(r_meta.get(k))} ({ref_label})"
         for k in META_KEYS
         if not _equal(k, c_meta.get(k), r_meta.get(k))
     ]
     diffs += [
-        f"data.{k} {_norm(c_data.get(k))} vs {_norm(r_data.get(k))} ({ref_label})"
+        f"data.{k} {_norm(c_data.get(k))}{mine} vs {_norm(r_data.get(k))} ({ref_label})"
         for k in SPLIT_KEYS
         if not _equal(k, c_data.get(k), r_data.get(k))
     ]

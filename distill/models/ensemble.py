@@ -225,15 +225,3 @@ def compile_ensemble(
             warnings.warn(msg, stacklevel=2)
             return msg
     return f"compiled ({when})"
-
-
-def compile_when_for(objective: object) -> CompileWhen:
-    """Which :func:`compile_ensemble` setting an objective allows (see there): SDDE needs double backprop
-    through the model whose CAMs it takes, input-gradient diversity through the training forward."""
-    from distill.objectives.teacher import SDDE, InputGradientDiversity
-
-    if isinstance(objective, InputGradientDiversity):
-        return "never"
-    if isinstance(objective, SDDE):
-        return "train" if (objective.per_member_batches or objective.needs_outliers) else "never"
-    return "always"

@@ -16,13 +16,42 @@ from torch import nn
 
 from distill import UserError
 from distill.data.batches import Batch
+from distill.models.ensemble import CompileWhen
 from distill.recipe import build
 
 Terms = dict[str, torch.Tensor]
 
 
 class Objective(Protocol):
+    """What the loop may rely on. The three declarations are the whole of what the loop reads from an
+    objective besides calling it; :class:`ObjectiveBase` gives the common defaults."""
+
+    per_member_batches: bool  # each member gets its own batch (independent data orders), views = members
+    needs_outliers: bool  # every batch must carry an outlier batch (outlier exposure); the data must have one
+    compile_when: CompileWhen  # which torch.compile setting its backward allows (see compile_ensemble)
+
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Terms]: ...
+
+    def to(self, device: torch.device) -> Objective: ...  # move modules it holds (a student's frozen teacher)
+
+    def set_progress(self, fraction: float) -> None: ...  # training progress in [0, 1], for schedules inside it
+
+
+class ObjectiveBase:
+    """The defaults of :class:`Objective`: one batch for all members, no outliers, compiled freely, nothing
+    to move and no schedule. An objective that differs overrides the attribute; an objective that needs
+    double backprop through the members must say so in ``compile_when`` (a wrong "always" would compile a
+    graph whose second backward is then unsupported or silently different)."""
+
+    per_member_batches: bool = False
+    needs_outliers: bool = False
+    compile_when: CompileWhen = "always"
+
+    def to(self, device: torch.device) -> ObjectiveBase:
+        return self
+
+    def set_progress(self, fraction: float) -> None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -53,3 +82,8 @@ def objective_from_recipe(spec: dict, key: str) -> tuple[Objective, Any]:
     entry = TEACHER_OBJECTIVES[name]
     params = build(entry.params, spec, key)
     return entry.make(params), params
+
+
+def compile_when_for(objective: Objective) -> CompileWhen:
+    """The :func:`distill.models.ensemble.compile_ensemble` setting ``objective`` declares."""
+    return objective.compile_when

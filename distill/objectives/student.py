@@ -15,7 +15,7 @@ from torch import nn
 
 from distill import UserError
 from distill.data.batches import Batch
-from distill.objectives.base import Terms
+from distill.objectives.base import ObjectiveBase, Terms
 from distill.objectives.teacher import member_ce
 from distill.perturb.base import Perturbation, forward_no_grad
 
@@ -46,11 +46,8 @@ def kd_loss(
     return loss, {"ce": ce.mean().detach(), "kd": kl.mean().detach()}
 
 
-class KD:
+class KD(ObjectiveBase):
     """The student objective; holds the frozen teacher and the perturbation method."""
-
-    per_member_batches = False
-    needs_outliers = False
 
     def __init__(self, teacher: nn.Module, perturb: Perturbation, alpha: float, temperature: float) -> None:
         if not 0.0 <= alpha <= 1.0:

@@ -17,7 +17,7 @@ from torch import nn
 
 from distill.data.batches import Batch
 from distill.models.ensemble import eval_mode, log_mean_probs
-from distill.objectives.base import Terms, register_objective
+from distill.objectives.base import ObjectiveBase, Terms, register_objective
 from distill.saliency import cam_similarity, gradcam, input_gradients, pairwise_cosine
 
 
@@ -48,7 +48,7 @@ class DEParams:
     ce_reduction: Literal["sum", "mean"] = "sum"
 
 
-class DE:
+class DE(ObjectiveBase):
     """Deep ensemble (Lakshminarayanan et al. 2017): L = sum_m CE(f_m(x_m), y_m).
 
     Members differ only by initialisation and, with ``same_batch: false``, by data order.
@@ -85,7 +85,7 @@ class SDDEParams:
     diversity_bn: Literal["eval", "train"] = "eval"
 
 
-class SDDE:
+class SDDE(ObjectiveBase):
     """Saliency-diversified deep ensemble (Dereka et al. 2023), after the official implementation.
 
     L = reduce_m CE(f_m(x_m), y_m) + lam * L_div, where L_div is the mean over samples and member pairs
@@ -113,6 +113,10 @@ class SDDE:
         self.p = p
         self.per_member_batches = not p.same_batch
         self.needs_outliers = p.outlier_weight > 0
+        # The CAMs need double backprop through the model they are taken from. With a separate diversity
+        # forward (its own batch, or the outliers) only the CE's training forward may be compiled; reusing the
+        # training forward for the CAMs (same_batch, no outliers) rules compilation out.
+        self.compile_when = "train" if (self.per_member_batches or self.needs_outliers) else "never"
 
     def _diversity_forward(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if self.p.diversity_bn == "train":
@@ -165,13 +169,10 @@ class NCLParams:
     lam: float = 0.1
 
 
-class NCL:
+class NCL(ObjectiveBase):
     """Negative correlation learning (Liu and Yao 1999; Shui et al. 2018):
     L = sum_m CE_m + lam * mean_b mean_{i != j} <p_i - p_bar, p_j - p_bar>, with p_bar detached.
     """
-
-    per_member_batches = False
-    needs_outliers = False
 
     def __init__(self, p: NCLParams) -> None:
         self.p = p
@@ -198,14 +199,11 @@ class ADPParams:
     log_det_eps: float = 1e-5
 
 
-class ADP:
+class ADP(ObjectiveBase):
     """Adaptive diversity promoting (Pang et al. 2019):
     L = sum_m CE_m + alpha * (-H(p_bar)) + beta * (-log det(G + eps I)), where G (M x M) is the Gram matrix
     of the members' L2-normalised non-true-class probability vectors; both terms averaged over samples.
     """
-
-    per_member_batches = False
-    needs_outliers = False
 
     def __init__(self, p: ADPParams) -> None:
         self.p = p
@@ -237,13 +235,12 @@ class IGDParams:
     lam: float = 0.1
 
 
-class InputGradientDiversity:
+class InputGradientDiversity(ObjectiveBase):
     """Input-gradient diversity (Ross et al. 2020, as in the SDDE paper's baselines):
     L = sum_m CE_m + lam * mean_b mean_{i<j} cos(g_i, g_j), g_m = d(sum_k z_mk)/dx (double backprop).
     """
 
-    per_member_batches = False
-    needs_outliers = False
+    compile_when = "never"  # double backprop through the training forward itself
 
     def __init__(self, p: IGDParams) -> None:
         self.p = p
@@ -267,14 +264,11 @@ class BalancedParams:
     lam: float = 0.5
 
 
-class Balanced:
+class Balanced(ObjectiveBase):
     """The balanced loss of Webb et al. 2020 / Rosales et al. 2023, trading independent training
     (lam = 0) against training the ensemble as one model (lam = 1):
     L = sum_m [(1 - lam) CE(f_m, y) + lam CE(f_bar, y)], f_bar = mean of member probabilities.
     """
-
-    per_member_batches = False
-    needs_outliers = False
 
     def __init__(self, p: BalancedParams) -> None:
         self.p = p

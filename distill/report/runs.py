@@ -18,10 +18,9 @@ from torch import nn
 
 from distill import UserError
 from distill.checkpoint import load_model, read_model_info
-from distill.data import Splits
+from distill.data import Splits, load_splits
 from distill.data.identity import data_differences
 from distill.recipe import Recipe, recipe_from_dict
-from distill.train import load_splits
 
 RESERVED = ("members", "single", "teacher")  # model keys the report uses itself
 

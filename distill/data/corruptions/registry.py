@@ -34,6 +34,19 @@ def register_corruption(name: str) -> Callable[[CorruptionFn], CorruptionFn]:
     return deco
 
 
+# Corruptions that can instead draw from the reference's own photos, given a directory of them (frost):
+# ``fn(x, severity, draws, directory)``. Registered by the module that defines them, so this one imports none.
+PHOTO_VARIANTS: dict[str, Callable[[Tensor, int, Draws, str | Path], Tensor]] = {}
+
+
+def register_photo_variant(name: str) -> Callable:
+    def deco(fn: Callable[[Tensor, int, Draws, str | Path], Tensor]) -> Callable:
+        PHOTO_VARIANTS[name] = fn
+        return fn
+
+    return deco
+
+
 def corrupt(
     x: Tensor,
     name: str,
@@ -60,11 +73,11 @@ def corrupt(
     if x.numel() == 0:
         return x.clone()
     fn = CORRUPTIONS[name]
-    if name == "frost" and frost_images is not None:
-        from distill.data.corruptions.weather import frost_from_photos  # late: weather imports this module
+    if frost_images is not None and name in PHOTO_VARIANTS:
+        variant = PHOTO_VARIANTS[name]
 
         def fn(xf: Tensor, sev: int, g: Draws) -> Tensor:
-            return frost_from_photos(xf, sev, g, frost_images)
+            return variant(xf, sev, g, frost_images)
 
     draws = Draws([image_seed(seed, start + b) for b in range(x.shape[0])])
     y = fn(x.float() / 255.0, int(severity), draws)

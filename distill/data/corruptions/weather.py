@@ -15,7 +15,7 @@ from torch import Tensor
 
 from distill import UserError
 from distill.data.corruptions._ops import _GREY, Draws, _clipped_zoom, _grey, _motion_blur, _scale
-from distill.data.corruptions.registry import register_corruption
+from distill.data.corruptions.registry import register_corruption, register_photo_variant
 
 
 def _snow_layer(g: Draws, x: Tensor, severity: int) -> Tensor:
@@ -196,6 +196,7 @@ def _decode_frost_photos(root: str, factor: float, state: tuple[int, ...]) -> tu
     return tuple(photos)
 
 
+@register_photo_variant("frost")
 def frost_from_photos(x: Tensor, severity: int, g: Draws, directory: str | Path) -> Tensor:
     """The original's frost: per image a photo index ``randint(5)``, a crop corner ``randint(0, H' - H)``,
     ``randint(0, W' - W)`` of that photo shrunk by 0.2 (``H' x W'``), and ``a x + b crop``.
