@@ -158,8 +158,12 @@ class StepTerms:
         bad = ~torch.isfinite(loss.detach()) & (self._first_bad < 0)
         self._first_bad = torch.where(bad, torch.full_like(self._first_bad, step), self._first_bad)
         for k, v in terms.items():
-            v = v.detach().double() if isinstance(v, torch.Tensor) else torch.tensor(float(v), dtype=torch.float64)
-            self.sums[k] = self.sums[k] + v.to(self.sums[k].device) if k in self.sums else v
+            device = self._first_bad.device  # every sum on the loop's device (a no-op for terms already there)
+            if isinstance(v, torch.Tensor):
+                v = v.detach().to(device, torch.float64)
+            else:  # a plain number among the terms (a perturbation statistic)
+                v = torch.tensor(float(v), dtype=torch.float64, device=device)
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
         self.steps += 1
 
     def first_bad_step(self) -> int | None:
@@ -171,7 +175,7 @@ class StepTerms:
         """The mean of each term over the steps added (one host sync)."""
         if not self.sums:
             return {}
-        values = torch.stack([v.to(self._first_bad.device) for v in self.sums.values()]).tolist()
+        values = torch.stack(list(self.sums.values())).tolist()
         return {k: v / max(self.steps, 1) for k, v in zip(self.sums, values)}
 
 

@@ -20,7 +20,6 @@ from distill.models.ensemble import (
     to_channels_last,
 )
 from distill.objectives import objective_from_recipe
-from distill.objectives.base import compile_when_for
 from distill.saliency import cam_similarity, gradcam
 
 TOL = {"rtol": 1e-4, "atol": 1e-5}
@@ -188,7 +187,7 @@ def test_compile_plan_and_probe_fallback(digits):
     sdde, _ = objective_from_recipe({"name": "sdde", "same_batch": False}, "o")
     sdde_same, _ = objective_from_recipe({"name": "sdde", "same_batch": True}, "o")
     igd, _ = objective_from_recipe({"name": "igd"}, "o")
-    assert [compile_when_for(o) for o in (de, sdde, sdde_same, igd)] == ["always", "train", "never", "never"]
+    assert [o.compile_when for o in (de, sdde, sdde_same, igd)] == ["always", "train", "never", "never"]
 
     loop, _ = pair(digits.meta, "tiny_cnn")
     keys = list(loop.state_dict())
@@ -209,7 +208,7 @@ def test_compiled_training_forward_keeps_sdde_double_backprop(digits):
     loop, _ = pair(digits.meta, "tiny_cnn", members=2)
     compiled = copy.deepcopy(loop)
     objective, _ = objective_from_recipe({"name": "sdde", "lam": 0.5, "same_batch": False}, "o")
-    assert compile_ensemble(compiled, compile_when_for(objective), backend="aot_eager") == "compiled (train)"
+    assert compile_ensemble(compiled, objective.compile_when, backend="aot_eager") == "compiled (train)"
     batch = Batch(torch.rand(2, 8, 1, 8, 8), torch.randint(10, (2, 8)))
     for model in (loop, compiled):
         model.train()

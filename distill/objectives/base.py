@@ -82,8 +82,3 @@ def objective_from_recipe(spec: dict, key: str) -> tuple[Objective, Any]:
     entry = TEACHER_OBJECTIVES[name]
     params = build(entry.params, spec, key)
     return entry.make(params), params
-
-
-def compile_when_for(objective: Objective) -> CompileWhen:
-    """The :func:`distill.models.ensemble.compile_ensemble` setting ``objective`` declares."""
-    return objective.compile_when
