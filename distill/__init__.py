@@ -9,3 +9,10 @@ class UserError(Exception):
     The CLI prints the message as one line and exits with code 2; messages name the field, file or flag
     and what was expected.
     """
+
+
+def unknown(where: str, what: str, name: object, choices: object) -> UserError:
+    """The one "unknown name" message of every registry lookup: ``where: unknown <what> 'name'; expected one
+    of: a, b, c`` (choices sorted). ``where`` names the recipe key, flag or field; raise the returned error."""
+    kind = f"{what} " if what else ""
+    return UserError(f"{where}: unknown {kind}{name!r}; expected one of: {', '.join(sorted(map(str, choices)))}")

@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="architecture to time (default: small_cnn on CPU, resnet18 on CUDA)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test in seconds")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's setting)")
+    p.add_argument("--data-root", type=Path, help="the timed epoch's dataset (default ../shared/data)")
+    p.add_argument("--sections", nargs="+", help="run only these sections (default: all)")
 
     p = sub.add_parser("export", help="write a run's model as a file that runs with plain PyTorch")
     p.add_argument("run", type=Path, help="run directory (teacher, student or single)")
@@ -192,9 +195,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {args.out}")
             return 0
         if args.command == "bench":
-            from distill.bench import run_bench
+            from distill.bench import SECTIONS, run_bench
 
-            result = run_bench(device=args.device, model=args.model, out=args.out, quick=args.quick)
+            result = run_bench(
+                device=args.device,
+                model=args.model,
+                out=args.out,
+                quick=args.quick,
+                threads=args.threads,
+                data_root=args.data_root,
+                sections=tuple(args.sections or SECTIONS),
+            )
             print((args.out / "bench.md").read_text() if (args.out / "bench.md").exists() else result)
             return 0
         if args.command == "export":

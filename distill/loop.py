@@ -94,11 +94,65 @@ class FitSetup:
     outlier_x: torch.Tensor | None = None
     resume: bool = False
     stop_after: int | None = None  # stop after this epoch (tests simulate a killed run)
-    extra_validation: Callable[[nn.Module], dict[str, float]] | None = None
     # called on the main process after each epoch's checkpoint with (epoch, unwrapped model, run dir):
     # recorders such as the loss-landscape trajectory hook in here, at no cost when absent
     epoch_callbacks: list[Callable[[int, nn.Module, Path], None]] = field(default_factory=list)
+
+
+@dataclass
+class TrainState:
+    """Where training stands: what ``state.safetensors`` restores, besides weights, optimizer, schedule, RNG."""
+
+    epoch: int = 0  # the next epoch to run (0-based)
+    best: float = math.inf  # the selection score of the best epoch so far (lower is better)
+    best_epoch: int = -1
+    global_step: int = 0  # batches seen so far
+    epoch_times: list[float] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def save_state(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, st: TrainState) -> None:
+    """One atomic file: weights, optimizer (flat tensors), RNG and ``st``; the counterpart of :func:`load_state`."""
+    opt_tensors, opt_meta = optimizer_to_flat(optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer)
+    tensors = {**{f"model.{k}": v for k, v in net.state_dict().items()}, **opt_tensors, **_rng_state()}
+    meta = {
+        "epoch": st.epoch - 1,  # the epoch just finished, as earlier files store it
+        "best": st.best,
+        "best_epoch": st.best_epoch,
+        "optimizer": opt_meta,
+        "scheduler": scheduler.state_dict(),
+        "epoch_times": st.epoch_times,
+        "history": st.history,
+    }
+    save_tensors(path, tensors, meta)
+
+
+def load_state(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, batches_per_epoch: int
+) -> TrainState:
+    """Restore what :func:`save_state` wrote into ``model``, ``optimizer``, ``scheduler`` and torch's RNG."""
+    tensors, st = load_tensors(path)
+    load_weights(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
+    optimizer_from_flat(optimizer, tensors, st["optimizer"])
+    scheduler.load_state_dict(st["scheduler"])
+    _set_rng_state(tensors)
+    epoch = st["epoch"] + 1
+    return TrainState(
+        epoch, st["best"], st["best_epoch"], epoch * batches_per_epoch, st.get("epoch_times", []), st.get("history", [])
+    )
+
+
+def undo_accelerate_forward_wrap(model: nn.Module) -> None:
+    """Remove the fp32-casting ``forward`` that ``Accelerator.prepare`` installs on ``model`` under mixed
+    precision (it lives in the instance's ``__dict__``, with ``_original_forward`` beside it: Accelerate's
+    private attributes, checked by tests/test_loop.py).
+
+    Why: the wrapper returns fp32 copies of every output, and a copied Grad-CAM feature map is cut off from
+    the logits' graph, so double backprop (SDDE) would fail. The loop's own ``acc.autocast()`` around the
+    objective covers the forward instead."""
+    if "forward" in vars(model):
+        del model.forward
+        model.__dict__.pop("_original_forward", None)
 
 
 def _rng_state() -> dict[str, torch.Tensor]:
@@ -188,31 +242,40 @@ def _check_loss(s: FitSetup, epoch: int, terms: StepTerms) -> None:
         raise _diverged(s, epoch, f"loss is not finite at epoch {epoch + 1}, step {step}")
 
 
-def fit(model: nn.Module, objective: Objective, s: FitSetup) -> dict[str, Any]:
-    """Train ``model`` with ``objective``; returns the summary (also written to ``summary.json``)."""
-    out = s.out
-    state_path = out / "state.safetensors"
+@dataclass
+class _Prepared:
+    """What ``fit`` trains with, after Accelerate's ``prepare``."""
+
+    acc: Accelerator
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    loader: DeviceLoader
+    state: TrainState
+
+
+def _prepare(model: nn.Module, objective: Objective, s: FitSetup) -> _Prepared:
+    state_path = s.out / "state.safetensors"
     if state_path.exists() and not s.resume:
-        raise UserError(f"--out {out}: holds a run already; pass --resume to continue it or choose another --out")
+        raise UserError(f"--out {s.out}: holds a run already; pass --resume to continue it or choose another --out")
     acc = Accelerator(
         mixed_precision=s.run.mixed_precision,
         gradient_accumulation_steps=s.train.grad_accum,
         log_with="tensorboard",
-        project_dir=str(out),
+        project_dir=str(s.out),
         # Without a GPU, multi-process runs (accelerate launch --multi_gpu) must ask for CPU (gloo) explicitly.
         cpu=s.run.cpu or not torch.cuda.is_available(),
     )
     device = acc.device
     meta = s.splits.meta
     augment = make_augment(s.data.crop_padding, s.data.flip, meta.size) if s.data.augment else None
-    views = model.size if objective.per_member_batches else 1
     if objective.needs_outliers and s.outlier_x is None:
         raise UserError("data.outlier: this objective needs an outlier dataset; set data.outlier (and outlier_root)")
     loader = DeviceLoader(
         s.splits.train_x.to(device),
         s.splits.train_y.to(device),
         s.train.batch_size,
-        views=views,
+        views=model.size if objective.per_member_batches else 1,
         seed=s.seed,
         augment=augment,
         rank=acc.process_index,
@@ -227,128 +290,116 @@ def fit(model: nn.Module, objective: Objective, s: FitSetup) -> dict[str, Any]:
     objective.to(device)
     optimizer = make_optimizer(model, s.train)
     steps_per_epoch = len(loader) // s.train.grad_accum
-    total = steps_per_epoch * s.train.epochs
-    base_lr = s.train.optim.lr
+    total, base_lr = steps_per_epoch * s.train.epochs, s.train.optim.lr
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total, steps_per_epoch, s.train.schedule, base_lr)
     )
-    start_epoch, best, best_epoch = 0, math.inf, -1
-    epoch_times: list[float] = []
+    state = TrainState()
     if s.resume and state_path.exists():
-        tensors, st = load_tensors(state_path)
-        load_weights(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, state_path)
-        optimizer_from_flat(optimizer, tensors, st["optimizer"])
-        scheduler.load_state_dict(st["scheduler"])
-        _set_rng_state(tensors)
-        start_epoch, best, best_epoch = st["epoch"] + 1, st["best"], st["best_epoch"]
-        epoch_times, s.history[:] = st.get("epoch_times", []), st.get("history", [])
-        acc.print(f"resuming {out} at epoch {start_epoch + 1}/{s.train.epochs}")
+        state = load_state(state_path, model, optimizer, scheduler, len(loader))
+        acc.print(f"resuming {s.out} at epoch {state.epoch + 1}/{s.train.epochs}")
     model, optimizer = acc.prepare(model, optimizer)
-    inner = acc.unwrap_model(model)
-    if "forward" in vars(inner):
-        # With mixed precision Accelerate wraps forward to return fp32 copies of every output; a copied
-        # Grad-CAM feature map is cut off from the logits' graph, so double backprop (SDDE) would fail.
-        # The loop's own acc.autocast() around the objective covers the forward instead.
-        del inner.forward
-        inner.__dict__.pop("_original_forward", None)
+    undo_accelerate_forward_wrap(acc.unwrap_model(model))
     if acc.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
+        s.out.mkdir(parents=True, exist_ok=True)
     acc.init_trackers("tb")
-    global_step = start_epoch * len(loader)
+    return _Prepared(acc, model, optimizer, scheduler, loader, state)
 
-    for epoch in range(start_epoch, s.train.epochs):
-        model.train()
-        sums = StepTerms(device)
-        t0 = time.perf_counter()
-        bar = tqdm(
-            loader.epoch(epoch),
-            total=len(loader),
-            desc=f"{s.info.get('role', 'train')} {epoch + 1}/{s.train.epochs}",
-            disable=not (acc.is_main_process and s.run.progress),
-            leave=False,
-        )
-        for batch in bar:
-            objective.set_progress(global_step / max(len(loader) * s.train.epochs, 1))  # e.g. EnD²'s annealing
-            with acc.accumulate(model):
-                with acc.autocast():
-                    loss, terms = objective(model, batch)
-                acc.backward(loss)
-                optimizer.step()
-                if acc.sync_gradients:
-                    scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            terms = {"loss": loss.detach(), **terms}
-            global_step += 1
-            sums.add(terms, global_step)
-            if global_step % s.run.log_every == 0:
-                _check_loss(s, epoch, sums)
-                logged = {f"train/{k}": float(v) for k, v in terms.items()}
-                logged["train/lr"] = optimizer.param_groups[0]["lr"]
-                acc.log(logged, step=global_step)
-                bar.set_postfix(loss=f"{logged['train/loss']:.3f}")
-        epoch_times.append(time.perf_counter() - t0)
-        _check_loss(s, epoch, sums)
-        train_terms = sums.means()
-        net = acc.unwrap_model(model)
-        if not all(bool(torch.isfinite(p).all()) for p in net.parameters()):
-            # the epoch's last step blew the weights up: never checkpoint them over the last good epoch
-            raise _diverged(s, epoch, f"weights are not finite after epoch {epoch + 1}, step {global_step}")
-        val = validation_metrics(net, s.splits.val_x, s.splits.val_y, device)
-        if s.extra_validation is not None:
-            val.update(s.extra_validation(net))
-        acc.log({f"val/{k}": v for k, v in val.items()}, step=global_step)
-        score = {"best_val_nll": val["nll"], "best_val_acc": -val["acc"], "last": -epoch}[s.train.select]
-        improved = score <= best
+
+def _train_epoch(p: _Prepared, objective: Objective, s: FitSetup, epoch: int) -> dict[str, float]:
+    """One pass over the training data; returns the mean of each logged term."""
+    acc, model, optimizer, st = p.acc, p.model, p.optimizer, p.state
+    model.train()
+    sums = StepTerms(acc.device)
+    bar = tqdm(
+        p.loader.epoch(epoch),
+        total=len(p.loader),
+        desc=f"{s.info.get('role', 'train')} {epoch + 1}/{s.train.epochs}",
+        disable=not (acc.is_main_process and s.run.progress),
+        leave=False,
+    )
+    for batch in bar:
+        objective.set_progress(st.global_step / max(len(p.loader) * s.train.epochs, 1))  # e.g. EnD²'s annealing
+        with acc.accumulate(model):
+            with acc.autocast():
+                loss, terms = objective(model, batch)
+            acc.backward(loss)
+            optimizer.step()
+            if acc.sync_gradients:
+                p.scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        terms = {"loss": loss.detach(), **terms}
+        st.global_step += 1
+        sums.add(terms, st.global_step)
+        if st.global_step % s.run.log_every == 0:
+            _check_loss(s, epoch, sums)
+            logged = {f"train/{k}": float(v) for k, v in terms.items()}
+            logged["train/lr"] = optimizer.param_groups[0]["lr"]
+            acc.log(logged, step=st.global_step)
+            bar.set_postfix(loss=f"{logged['train/loss']:.3f}")
+    _check_loss(s, epoch, sums)
+    return sums.means()
+
+
+def _end_epoch(p: _Prepared, s: FitSetup, epoch: int, train_terms: dict[str, float]) -> None:
+    """Validate, select, record and checkpoint the epoch just trained."""
+    acc, st = p.acc, p.state
+    net = acc.unwrap_model(p.model)
+    if not all(bool(torch.isfinite(q).all()) for q in net.parameters()):
+        # the epoch's last step blew the weights up: never checkpoint them over the last good epoch
+        raise _diverged(s, epoch, f"weights are not finite after epoch {epoch + 1}, step {st.global_step}")
+    val = validation_metrics(net, s.splits.val_x, s.splits.val_y, acc.device)
+    acc.log({f"val/{k}": v for k, v in val.items()}, step=st.global_step)
+    score = {"best_val_nll": val["nll"], "best_val_acc": -val["acc"], "last": -epoch}[s.train.select]
+    improved = score <= st.best
+    if improved:
+        st.best, st.best_epoch = score, epoch
+    st.history.append(
+        {"epoch": epoch + 1, "time_s": st.epoch_times[-1], **train_terms, **{f"val_{k}": v for k, v in val.items()}}
+    )
+    acc.print(
+        f"epoch {epoch + 1}/{s.train.epochs}  loss {train_terms['loss']:.4f}  val acc {val['acc']:.4f}  "
+        f"nll {val['nll']:.4f}  {st.epoch_times[-1]:.1f}s" + ("  *" if improved else "")
+    )
+    st.epoch = epoch + 1
+    if acc.is_main_process:
         if improved:
-            best, best_epoch = score, epoch
-        s.history.append(
-            {"epoch": epoch + 1, "time_s": epoch_times[-1], **train_terms, **{f"val_{k}": v for k, v in val.items()}}
-        )
-        acc.print(
-            f"epoch {epoch + 1}/{s.train.epochs}  loss {train_terms['loss']:.4f}  val acc {val['acc']:.4f}  "
-            f"nll {val['nll']:.4f}  {epoch_times[-1]:.1f}s" + ("  *" if improved else "")
-        )
-        if acc.is_main_process:
-            if improved:
-                save_model(out, net, {**s.info, "epoch": epoch + 1, "val": val})
-            opt_tensors, opt_meta = optimizer_to_flat(
-                optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer
-            )
-            tensors = {**{f"model.{k}": v for k, v in net.state_dict().items()}, **opt_tensors, **_rng_state()}
-            save_tensors(
-                state_path,
-                tensors,
-                {
-                    "epoch": epoch,
-                    "best": best,
-                    "best_epoch": best_epoch,
-                    "optimizer": opt_meta,
-                    "scheduler": scheduler.state_dict(),
-                    "epoch_times": epoch_times,
-                    "history": s.history,
-                },
-            )
-            for callback in s.epoch_callbacks:
-                callback(epoch, net, out)
-        acc.wait_for_everyone()
-        if s.stop_after is not None and epoch + 1 >= s.stop_after:
-            acc.end_training()
-            return {"stopped_after": epoch + 1}
+            save_model(s.out, net, {**s.info, "epoch": epoch + 1, "val": val})
+        save_state(s.out / "state.safetensors", net, p.optimizer, p.scheduler, st)
+        for callback in s.epoch_callbacks:
+            callback(epoch, net, s.out)
+    acc.wait_for_everyone()
 
-    in_sync = _replicas_in_sync(acc, acc.unwrap_model(model))
-    acc.end_training()
+
+def fit(model: nn.Module, objective: Objective, s: FitSetup) -> dict[str, Any]:
+    """Train ``model`` with ``objective``; returns the summary (also written to ``summary.json``).
+
+    Phases: prepare (Accelerate, data on the device, optimizer, schedule, resume), then per epoch train,
+    validate / select / checkpoint, then the summary."""
+    p = _prepare(model, objective, s)
+    st = p.state
+    for epoch in range(st.epoch, s.train.epochs):
+        t0 = time.perf_counter()
+        train_terms = _train_epoch(p, objective, s, epoch)
+        st.epoch_times.append(time.perf_counter() - t0)
+        _end_epoch(p, s, epoch, train_terms)
+        if s.stop_after is not None and epoch + 1 >= s.stop_after:
+            p.acc.end_training()
+            return {"stopped_after": epoch + 1}
+    in_sync = _replicas_in_sync(p.acc, p.acc.unwrap_model(p.model))
+    p.acc.end_training()
     summary = {
         "role": s.info.get("role"),
         "epochs": s.train.epochs,
-        "best_epoch": best_epoch + 1,
-        "epoch_time_s_median": statistics.median(epoch_times) if epoch_times else None,
-        "epoch_times_s": epoch_times,
-        "processes": acc.num_processes,
+        "best_epoch": st.best_epoch + 1,
+        "epoch_time_s_median": statistics.median(st.epoch_times) if st.epoch_times else None,
+        "epoch_times_s": st.epoch_times,
+        "processes": p.acc.num_processes,
         "replicas_in_sync": in_sync,
         "mixed_precision": s.run.mixed_precision,
-        "device": str(device),
-        "history": s.history,
+        "device": str(p.acc.device),
+        "history": st.history,
     }
-    if acc.is_main_process:
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    if p.acc.is_main_process:
+        atomic_write_text(s.out / "summary.json", json.dumps(summary, indent=2))
     return summary

@@ -10,7 +10,7 @@ same functions the stages use, so the messages are the stages' own (each names i
 
 from __future__ import annotations
 
-from distill import UserError
+from distill import UserError, unknown
 from distill.recipe import Recipe, StudentCfg, TeacherCfg, load_recipe
 
 
@@ -18,9 +18,7 @@ def _check_arch(arch: str, key: str) -> None:
     from distill.models.registry import ARCHS
 
     if arch not in ARCHS:
-        raise UserError(
-            f"recipe key '{key}': unknown architecture {arch!r}; expected one of: {', '.join(sorted(ARCHS))}"
-        )
+        raise unknown(f"recipe key '{key}'", "architecture", arch, ARCHS)
 
 
 def _check_ensemble(cfg: TeacherCfg, key: str) -> None:
@@ -49,8 +47,7 @@ def _check_dataset(name: str, key: str, extra: tuple[str, ...] = ()) -> None:
     from distill.data.base import LOADERS
 
     if name not in LOADERS and name not in extra:
-        choices = ", ".join(sorted([*LOADERS, *extra]))
-        raise UserError(f"recipe key '{key}': unknown dataset {name!r}; expected one of: {choices}")
+        raise unknown(f"recipe key '{key}'", "dataset", name, [*LOADERS, *extra])
 
 
 def check_recipe(recipe: Recipe) -> Recipe:

@@ -109,7 +109,7 @@ def train_ensemble(
         "spec": spec,
         "meta": splits.meta.to_json(),
         "seed": recipe.seed,
-        "objective": cfg.objective,
+        "objective": {"name": cfg.objective.get("name", "de"), **to_dict(params)},  # resolved: every default
         "recipe": to_dict(recipe),
     }
     extra = {"outlier_x": outlier_x, "epoch_callbacks": callbacks, "resume": resume, "stop_after": stop_after}

@@ -134,6 +134,7 @@ def test_attribution_similarity_does_not_depend_on_the_batch_size(digits, tiny_e
     x, y = digits.test_x[:20], digits.test_y[:20]
     one = attribution_and_activation(tiny_ensemble, x, y, "cpu", batch_size=20)
     many = attribution_and_activation(tiny_ensemble, x, y, "cpu", batch_size=6)
-    assert one.keys() == many.keys() == {"grad_cosine", "saliency_cosine", "iou_top", "cka", "cam_similarity"}
+    keys = {"grad_cosine", "saliency_cosine", "iou_top", "cam_feature_cka", "cam_similarity"}
+    assert one.keys() == many.keys() == keys
     for k in one:
         assert many[k] == pytest.approx(one[k], rel=1e-4, abs=1e-6), k

@@ -302,6 +302,16 @@ CASES = [
     Case("late:corruption", FRESH + sets("evaluate.corruptions=[fogg]"), ("evaluate.corruptions", "fogg")),
     Case("late:severity", FRESH + sets("evaluate.severities=[9]"), ("evaluate.severities",)),
     Case(
+        "late:diversity-term",
+        FRESH + sets("teacher.objective={diversity: [{name: cam}, {name: nlc}]}"),
+        ("teacher.objective.diversity.1.name", "'nlc'", "ncl"),
+    ),
+    Case(
+        "late:diversity-param",
+        FRESH + sets("teacher.objective={diversity: [{name: cam, lamm: 1}]}"),
+        ("teacher.objective.diversity.0.lamm",),
+    ),
+    Case(
         "late:duplicate-student",
         FRESH + sets("students=[{name: kd, arch: tiny_cnn}, {name: kd, arch: tiny_cnn}]"),
         ("students.1.name", "'kd'"),

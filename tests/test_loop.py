@@ -207,3 +207,18 @@ def test_diverged_run_names_the_step_and_keeps_no_checkpoint(tmp_path):
     with pytest.raises(UserError, match=expected):
         train_ensemble(recipe_from_dict(raw), tmp_path / "run")
     assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_the_accelerate_forward_patch_targets_what_prepare_installs():
+    """Under mixed precision ``prepare`` puts an fp32-casting ``forward`` on the instance (private Accelerate
+    behaviour the loop relies on); ``undo_accelerate_forward_wrap`` takes it off again."""
+    from accelerate import Accelerator
+
+    from distill.loop import undo_accelerate_forward_wrap
+
+    acc = Accelerator(mixed_precision="bf16", cpu=True)
+    model = acc.prepare(torch.nn.Linear(3, 2))
+    assert "forward" in vars(model), "Accelerate no longer wraps forward: revisit undo_accelerate_forward_wrap"
+    undo_accelerate_forward_wrap(model)
+    assert "forward" not in vars(model) and "_original_forward" not in vars(model)
+    assert model(torch.ones(1, 3)).dtype == torch.float32

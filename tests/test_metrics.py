@@ -310,3 +310,15 @@ def test_fidelity() -> None:
     ) / 2
     assert dm.kl_teacher_student(t, s) == pytest.approx(kl)
     assert dm.kl_teacher_student(t, t) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_metric_registry_gives_summary_keys_their_direction():
+    from distill.metrics.registry import higher_is_better
+
+    assert higher_is_better("acc") and higher_is_better("ood_auroc/msp") and higher_is_better("corruption_acc/s5")
+    assert not higher_is_better("cnll") and not higher_is_better("ood_fpr95/neg_mi")
+    assert not higher_is_better("corruption_ece/s3") and higher_is_better("acc_cov95")
+    from distill.metrics.registry import REPORT_METRICS
+    from distill.report.evaluate import METRICS
+
+    assert tuple(REPORT_METRICS) == METRICS  # the report computes exactly the registered metrics

@@ -19,23 +19,21 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
-COLUMNS = [
-    ("acc", "acc"),
-    ("nll", "NLL"),
-    ("ece", "ECE"),
-    ("cnll", "cNLL"),
-    ("cece", "cECE"),
-    ("brier", "Brier"),
-    ("dee", "DEE"),
-    ("agreement", "agree"),
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from distill.metrics.registry import label
+
+COLUMNS = [(k, label(k)) for k in ("acc", "nll", "ece", "cnll", "cece", "brier", "dee", "agreement")]
+COLUMNS += [
     ("ood_near", "OOD AUROC near"),
     ("ood_far", "OOD AUROC far"),
     ("ood_auroc/best", "OOD AUROC (best score)"),
 ]
-GAIN = [("acc", "acc"), ("nll", "NLL"), ("cnll", "cNLL"), ("cece", "cECE"), ("brier", "Brier")]
+GAIN = [(k, label(k)) for k in ("acc", "nll", "cnll", "cece", "brier")]
 GAIN += [("ood_auroc/msp", "OOD AUROC (msp)")]
 PERTURB = [
     ("mi_clean", "MI clean"),

@@ -11,15 +11,16 @@ For every teacher run, on its test split:
   :func:`distill.metrics.attribution_similarity` (signed cosine, saliency-map cosine, IoU of the top 10% pixels),
   and the SDDE Grad-CAM cosine (:func:`distill.saliency.mean_cam_similarity`);
 * activation similarity: mean pairwise linear CKA (:func:`distill.metrics.mean_pairwise_cka`) of the members'
-  Grad-CAM feature maps (flattened), on the same images;
+  CAM-layer feature maps (flattened), on the same images: ``cam_feature_cka``, not the report's ``cka`` (which
+  compares penultimate features);
 * accuracy, NLL and Brier of the ensemble (mean of member probabilities) and its members' mean accuracy;
 * corruption resilience on the first ``corruption_limit`` test images: the ensemble's accuracy averaged over every
   corruption and severity (``corrupt_acc``), and its drop from the clean accuracy on the same images
   (``corrupt_drop``); also per severity.
 
-Similarities (``grad_cosine``, ``saliency_cosine``, ``iou_top``, ``cam_similarity``, ``cka``, ``q_statistic``,
-``correlation``, ``double_fault``) are reported as they are: higher means *less* diverse. Then every diversity
-measure is correlated with every target (Pearson's r and Spearman's rho with their two-sided p-values, scipy)
+Similarities (``grad_cosine``, ``saliency_cosine``, ``iou_top``, ``cam_similarity``, ``cam_feature_cka``,
+``q_statistic``, ``correlation``, ``double_fault``) are reported as they are: higher means *less* diverse. Then every
+diversity measure is correlated with every target (Pearson's r and Spearman's rho with their two-sided p-values, scipy)
 across the population. Writes ``diversity.json``, ``diversity.md`` and ``scatter_<target>.png``.
 """
 
@@ -47,6 +48,7 @@ from distill.jsonio import to_plain, write_json
 from distill.metrics import accuracy, attribution_similarity, mean_pairwise_cka, prediction_diversity
 from distill.models.ensemble import eval_mode, mean_probs
 from distill.predict import predict_logits
+from distill.report.diversity import true_class_input_gradients
 from distill.saliency import mean_cam_similarity
 
 PREDICTION = (
@@ -60,7 +62,7 @@ PREDICTION = (
     "kohavi_wolpert_variance",
 )
 ATTRIBUTION = ("grad_cosine", "saliency_cosine", "iou_top", "cam_similarity")
-ACTIVATION = ("cka",)
+ACTIVATION = ("cam_feature_cka",)
 MEASURES = PREDICTION + ATTRIBUTION + ACTIVATION
 TARGETS = ("acc", "nll", "corrupt_acc", "corrupt_drop")
 
@@ -100,30 +102,19 @@ def attribution_and_activation(
     top_frac: float = 0.1,
     batch_size: int = 128,
 ) -> dict[str, float]:
-    """Input-gradient attribution similarity, Grad-CAM similarity and feature CKA of the members on uint8 ``x``.
-
-    Gradients are taken batch by batch (their similarities are means over samples, so batches combine by
-    weight); CKA is not a mean over samples, so the features of all images are gathered first (on the CPU)."""
+    """Input-gradient attribution similarity, Grad-CAM similarity and CAM-layer feature CKA of the members on
+    uint8 ``x``. The gradients are the report's (:func:`distill.report.diversity.true_class_input_gradients`);
+    CKA is not a mean over samples, so the features of all images are gathered first (on the CPU)."""
     m = model.size
-    sums = {"cosine": 0.0, "saliency_cosine": 0.0, "iou_top": 0.0}
+    att = attribution_similarity(true_class_input_gradients(model, x, y, batch_size), top_frac)
     feats: list[list[torch.Tensor]] = [[] for _ in range(m)]
-    with eval_mode(model), torch.enable_grad():
+    with eval_mode(model), torch.no_grad():
         for i in range(0, len(x), batch_size):
-            xf = x[i : i + batch_size].to(device).float().div(255)
-            yb = y[i : i + batch_size].to(device)
-            xm = xf.unsqueeze(0).expand(m, *xf.shape).clone().requires_grad_(True)  # one copy per member
-            logits, fb = model(xm)  # (M, B, K), M x (B, C, H, W)
-            target = logits.gather(2, yb.view(1, -1, 1).expand(m, -1, 1)).sum()  # true-class logits
-            (grads,) = torch.autograd.grad(target, xm)
-            att = attribution_similarity(grads.detach().cpu(), top_frac)
-            for k in sums:
-                sums[k] += att[k] * len(yb)
+            _, fb = model(x[i : i + batch_size].to(device).float().div(255))  # M x (B, C, H, W)
             for j, f in enumerate(fb):
-                feats[j].append(f.detach().flatten(1).cpu())
-    n = len(x)
-    out = {"grad_cosine": sums["cosine"] / n, "saliency_cosine": sums["saliency_cosine"] / n}
-    out["iou_top"] = sums["iou_top"] / n
-    out["cka"] = mean_pairwise_cka([torch.cat(f) for f in feats]) if m > 1 else float("nan")
+                feats[j].append(f.flatten(1).cpu())
+    out = {"grad_cosine": att["cosine"], "saliency_cosine": att["saliency_cosine"], "iou_top": att["iou_top"]}
+    out["cam_feature_cka"] = mean_pairwise_cka([torch.cat(f) for f in feats]) if m > 1 else float("nan")
     out["cam_similarity"] = mean_cam_similarity(model, x, y) if m > 1 else float("nan")
     return out
 

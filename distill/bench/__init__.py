@@ -48,13 +48,21 @@ def env_prefix() -> str:
     return f"OMP_NUM_THREADS={n} " if n else ""
 
 
-def _command(cfg: BenchConfig, model: str | None, out: Path) -> str:
+def _command(
+    cfg: BenchConfig, model: str | None, out: Path, threads: int | None, data_root: Path | None, sections: tuple
+) -> str:
     parts = [f"{env_prefix()}python -m distill bench", f"--device {cfg.device}"]
     if model is not None:
         parts.append(f"--model {model}")
     parts.append(f"--out {out}")
     if cfg.quick:
         parts.append("--quick")
+    if threads is not None:
+        parts.append(f"--threads {threads}")
+    if data_root is not None:
+        parts.append(f"--data-root {data_root}")
+    if tuple(sections) != tuple(SECTIONS):
+        parts.append("--sections " + " ".join(sections))
     return " ".join(parts)
 
 
@@ -99,7 +107,7 @@ def run_bench(
             "python": sys.version.split()[0],
             "threads": torch.get_num_threads(),
             "timestamp": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "command": command or _command(cfg, model, out),
+            "command": command or _command(cfg, model, out, threads, data_root, sections),
             **{k: v for k, v in cfg.__dict__.items() if k != "device"},
         }
     }

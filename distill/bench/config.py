@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from distill import UserError
+from distill import UserError, unknown
 from distill.data.base import DatasetMeta, Splits
 from distill.models import ARCHS, Ensemble, build_model, ensemble_spec
 
@@ -45,7 +45,7 @@ def bench_config(device: str, model: str | None, quick: bool) -> BenchConfig:
     the MNIST teacher recipe; GPU: 5 x resnet18, batch 128 per member, and an epoch of the CIFAR-10 recipe.
     ``quick``: tiny sizes for a smoke test. ``model`` replaces the architecture (sizes follow its family)."""
     if model is not None and model not in ARCHS:
-        raise UserError(f"--model: unknown architecture '{model}'; expected one of: {', '.join(sorted(ARCHS))}")
+        raise unknown("--model", "architecture", model, ARCHS)
     gpu = device == "cuda"
     if quick:
         arch = model or "tiny_cnn"

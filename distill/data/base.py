@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from distill import UserError
+from distill import UserError, unknown
 from distill.recipe import DataCfg
 
 
@@ -113,7 +113,7 @@ def check_images(x: torch.Tensor, y: torch.Tensor, source: str) -> None:
 
 def raw_data(name: str, root: str | Path | None) -> RawData:
     if name not in LOADERS:
-        raise UserError(f"data.name: unknown dataset '{name}'; expected one of: {', '.join(sorted(LOADERS))}")
+        raise unknown("data.name", "dataset", name, LOADERS)
     raw = LOADERS[name](Path(root).expanduser() if root else None)
     check_images(raw.x, raw.y, f"dataset '{name}'")
     return raw

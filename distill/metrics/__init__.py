@@ -7,7 +7,16 @@ from distill.metrics.calibration import (
     fit_temperature,
     temperature_log_probs,
 )
-from distill.metrics.classification import Reliability, accuracy, brier, ece, entropy, nll, reliability
+from distill.metrics.classification import (
+    Reliability,
+    accuracy,
+    brier,
+    ece,
+    entropy,
+    log_mean_exp,
+    nll,
+    reliability,
+)
 from distill.metrics.dee import DEEResult, dee, dee_result, ensemble_curve
 from distill.metrics.dirichlet import central_smoothing, digamma_series, dirichlet_nll, dirichlet_uncertainty
 from distill.metrics.diversity import (
@@ -29,6 +38,7 @@ from distill.metrics.diversity import (
 )
 from distill.metrics.fidelity import agreement, kl_teacher_student
 from distill.metrics.ood import (
+    ENSEMBLE_ONLY,
     OOD_SCORES,
     fpr_at_tpr,
     max_logit,
@@ -41,6 +51,7 @@ from distill.metrics.ood import (
 from distill.metrics.selective import accuracy_at_coverage, aurc, selective_metrics, selective_risks
 
 __all__ = [
+    "ENSEMBLE_ONLY",
     "OOD_SCORES",
     "DEEResult",
     "Reliability",
@@ -69,6 +80,7 @@ __all__ = [
     "kl_teacher_student",
     "kohavi_wolpert_variance",
     "linear_cka",
+    "log_mean_exp",
     "max_logit",
     "mean_pairwise_cka",
     "min_member_max_logit",

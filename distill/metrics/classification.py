@@ -6,6 +6,7 @@ Everything is computed in float64; scalars come back as python floats.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -23,6 +24,13 @@ def _check(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     if probs.shape[0] == 0:
         raise ValueError("empty batch")
     return probs.detach().to(torch.float64), labels.detach().long().to(probs.device)
+
+
+def log_mean_exp(log_p: Tensor) -> Tensor:
+    """``log((1/M) sum_m exp(log_p[m]))`` over the first axis, stably: the log of a mixture's probabilities
+    from its components' log-probabilities, ``(M, ...) -> (...)``, in ``log_p``'s dtype. Every "log of the
+    ensemble's mean probabilities" in the package is this function."""
+    return torch.logsumexp(log_p, dim=0) - math.log(log_p.shape[0])
 
 
 def entropy(probs: Tensor) -> Tensor:

@@ -18,12 +18,12 @@ import torch
 from torch import Tensor
 
 from distill.metrics.calibration import calibrated_log_likelihood
+from distill.metrics.classification import log_mean_exp
 
 
 def _log_mean_probs(member_log_probs: Tensor, subset: tuple[int, ...]) -> Tensor:
     """``log((1/l) sum_{m in subset} p_m)`` ``(B, C)`` in float64, stably."""
-    lp = member_log_probs[list(subset)]
-    return torch.logsumexp(lp, dim=0) - math.log(len(subset))
+    return log_mean_exp(member_log_probs[list(subset)])
 
 
 def _subsets(m: int, size: int, max_subsets: int, rng: random.Random) -> list[tuple[int, ...]]:

@@ -64,6 +64,8 @@ OOD_SCORES: dict[str, Callable[[Tensor], Tensor]] = {
     "min_member_max_logit": min_member_max_logit,
 }
 """Scores by name; aliases map to the same function."""
+ENSEMBLE_ONLY = frozenset({"neg_mutual_information", "neg_mi"})
+"""Scores that need several members (a single network's is None, not a constant)."""
 
 
 def _to_numpy(x: Tensor | np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from distill import UserError
+from distill import UserError, unknown
 from distill.data.base import DatasetMeta
 from distill.models import airnet, resnet, small  # noqa: F401  (registers architectures)
 from distill.models.ensemble import Ensemble, eval_mode, log_mean_probs, mean_probs
@@ -45,14 +45,14 @@ def ensemble_spec(arch: str | list[str], members: int) -> dict:
         archs = [arch] * members
     for a in archs:
         if a not in ARCHS:
-            raise UserError(f"arch: unknown architecture '{a}'; expected one of: {', '.join(sorted(ARCHS))}")
+            raise unknown("arch", "architecture", a, ARCHS)
     return {"kind": "ensemble", "archs": archs}
 
 
 def build_model(spec: dict, meta: DatasetMeta) -> nn.Module:
     kind = spec.get("kind")
     if kind not in MODEL_KINDS:
-        raise UserError(f"model spec: unknown kind {kind!r}; expected one of: {', '.join(sorted(MODEL_KINDS))}")
+        raise unknown("model spec", "kind", kind, MODEL_KINDS)
     return MODEL_KINDS[kind](spec, meta)
 
 

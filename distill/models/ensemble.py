@@ -33,6 +33,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from distill.metrics.classification import log_mean_exp
+
 Mode = Literal["loop", "vmap", "auto"]
 MODES: tuple[str, ...] = ("loop", "vmap", "auto")
 # What "auto" runs on CUDA for homogeneous members. The choice must come from measurement and none has been
@@ -143,8 +145,7 @@ def mean_probs(logits: torch.Tensor) -> torch.Tensor:
 
 def log_mean_probs(logits: torch.Tensor) -> torch.Tensor:
     """``logits (M, B, K)`` -> log of the mean member softmax ``(B, K)``, computed stably."""
-    m = logits.shape[0]
-    return torch.logsumexp(logits.float().log_softmax(dim=-1), dim=0) - torch.log(torch.tensor(float(m)))
+    return log_mean_exp(logits.float().log_softmax(dim=-1))
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from distill import UserError
+from distill import unknown
 
 # builder(in_channels, num_classes, image_size) -> net with forward(x) -> (logits, cam_features)
 Builder = Callable[[int, int, tuple[int, int]], nn.Module]
@@ -48,5 +48,5 @@ def build_arch(
     std: tuple[float, ...],
 ) -> Normalized:
     if arch not in ARCHS:
-        raise UserError(f"arch: unknown architecture '{arch}'; expected one of: {', '.join(sorted(ARCHS))}")
+        raise unknown("arch", "architecture", arch, ARCHS)
     return Normalized(ARCHS[arch](channels, num_classes, tuple(size)), mean, std)

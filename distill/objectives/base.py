@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from distill import UserError
+from distill import unknown
 from distill.data.batches import Batch
 from distill.models.ensemble import CompileWhen
 from distill.recipe import build
@@ -58,27 +58,32 @@ class ObjectiveBase:
 class ObjectiveEntry:
     params: type  # a frozen dataclass of the objective's options
     make: Callable[[Any], Objective]  # params -> objective
-    same_batch_default: bool = True  # whether members share one batch unless the recipe says otherwise
+    # params, recipe key -> params with nested specs checked and completed (DE's diversity terms)
+    resolve: Callable[[Any, str], Any] | None = None
 
 
 TEACHER_OBJECTIVES: dict[str, ObjectiveEntry] = {}
 
 
-def register_objective(name: str, params: type, same_batch_default: bool = True) -> Callable:
+def register_objective(name: str, params: type, resolve: Callable[[Any, str], Any] | None = None) -> Callable:
     def deco(make: Callable[[Any], Objective]) -> Callable[[Any], Objective]:
-        TEACHER_OBJECTIVES[name] = ObjectiveEntry(params, make, same_batch_default)
+        TEACHER_OBJECTIVES[name] = ObjectiveEntry(params, make, resolve)
         return make
 
     return deco
 
 
 def objective_from_recipe(spec: dict, key: str) -> tuple[Objective, Any]:
-    """``{name: ..., **params}`` -> (objective, params); ``key`` is the recipe key, for errors."""
+    """``{name: ..., **params}`` -> (objective, resolved params); ``key`` is the recipe key, for errors.
+
+    ``name`` defaults to ``de``, so ``{diversity: [{name: cam, lam: 0.005}, {name: ncl, lam: 0.1}]}`` is a
+    deep ensemble with those two terms."""
     spec = dict(spec)
-    name = spec.pop("name", None)
+    name = spec.pop("name", "de")
     if name not in TEACHER_OBJECTIVES:
-        choices = ", ".join(sorted(TEACHER_OBJECTIVES))
-        raise UserError(f"recipe key '{key}.name': unknown objective {name!r}; expected one of: {choices}")
+        raise unknown(f"recipe key '{key}.name'", "objective", name, TEACHER_OBJECTIVES)
     entry = TEACHER_OBJECTIVES[name]
     params = build(entry.params, spec, key)
+    if entry.resolve is not None:
+        params = entry.resolve(params, key)
     return entry.make(params), params

@@ -8,8 +8,9 @@ its ``forward`` so that DistributedDataParallel sees it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,12 @@ from torch import nn
 from distill.data.batches import Batch
 from distill.models.ensemble import eval_mode, log_mean_probs
 from distill.objectives.base import ObjectiveBase, Terms, register_objective
-from distill.saliency import cam_similarity, gradcam, input_gradients, pairwise_cosine
+from distill.objectives.diversity import DiversityTerm, DiversityView, make_terms, resolve_terms
+from distill.objectives.diversity.adp import EnsembleEntropy, EntropyParams, LogDet, LogDetParams
+from distill.objectives.diversity.cam import CamParams, CamSimilarity
+from distill.objectives.diversity.igd import IGDParams, InputGradientCosine
+from distill.objectives.diversity.ncl import NCLParams, NCLTerm
+from distill.objectives.diversity.oe import OEParams, OutlierExposure
 
 
 def member_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -37,7 +43,7 @@ def _reduce(ce: torch.Tensor, how: str) -> torch.Tensor:
     return ce.sum() if how == "sum" else ce.mean()
 
 
-# --- DE ------------------------------------------------------------------------------------------
+# --- DE, the composite: CE + sum_k lam_k D_k --------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -46,31 +52,114 @@ class DEParams:
     # "sum": each member gets exactly the gradient it would get trained alone. "mean": the official SDDE
     # code's scaling (its DE baseline is the SDDE trainer with lambda = 0); use it to compare with SDDE.
     ce_reduction: Literal["sum", "mean"] = "sum"
+    # The diversity terms D_k (distill/objectives/diversity/), each {name, lam, ...}: e.g.
+    # [{name: cam, lam: 0.005}, {name: ncl, lam: 0.1}]. Empty: a plain deep ensemble.
+    diversity: list[dict[str, Any]] = field(default_factory=list)
+    # How BatchNorm normalises a separate diversity batch: "eval" (running statistics, the official SDDE code)
+    # or "train" (batch statistics, as the CE sees them); see SDDEParams.
+    diversity_bn: Literal["eval", "train"] = "eval"
 
 
 class DE(ObjectiveBase):
-    """Deep ensemble (Lakshminarayanan et al. 2017): L = sum_m CE(f_m(x_m), y_m).
+    """A deep ensemble (Lakshminarayanan et al. 2017) with optional diversity terms:
+    L = reduce_m CE(f_m(x_m), y_m) + sum_k lam_k D_k.
 
-    Members differ only by initialisation and, with ``same_batch: false``, by data order.
+    Without terms, members differ only by initialisation and, with ``same_batch: false``, by data order.
+    All terms read one :class:`~distill.objectives.diversity.DiversityView`, as the official SDDE code sums
+    its weighted terms over one diversity forward:
+
+    - members share one batch (``same_batch: true``) and no term needs outliers: the training forward
+      itself (its input a per-member copy that requires grad when a term needs input gradients);
+    - each member has its own batch: one member's batch, chosen at random each step, forwarded through all
+      members with BatchNorm in ``diversity_bn`` mode (the official code's choice);
+    - a term needs outliers (``oe``): the outlier batch, with pseudo-labels argmax of the mean logits.
+
+    Terms are added in the order listed, so a preset (``sdde``, ``ncl``, ...) gives bit-for-bit the
+    numbers of its former stand-alone implementation.
     """
 
-    per_member_batches: bool
-    needs_outliers = False
+    def __init__(
+        self,
+        terms: Sequence[DiversityTerm] = (),
+        same_batch: bool = True,
+        ce_reduction: str = "sum",
+        diversity_bn: str = "eval",
+    ) -> None:
+        self.terms = list(terms)
+        self.ce_reduction = ce_reduction
+        self.diversity_bn = diversity_bn
+        self.per_member_batches = not same_batch
+        self.needs_outliers = any(t.needs_outliers for t in self.terms)
+        self.input_grad = any(t.needs_input_grad for t in self.terms)
+        # The training forward doubles as the diversity forward only when members share one batch.
+        self.shared_view = same_batch and not self.needs_outliers
+        if not any(t.double_backprop for t in self.terms):
+            self.compile_when = "always"
+        else:
+            # Double backprop through a compiled graph is unsupported: with a separate diversity forward only
+            # the CE's training forward may be compiled; reusing the training forward rules compilation out.
+            self.compile_when = "never" if self.shared_view else "train"
 
-    def __init__(self, p: DEParams) -> None:
-        self.p = p
-        self.per_member_batches = not p.same_batch
+    def _diversity_forward(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if self.diversity_bn == "train":
+            return model(x)
+        with eval_mode(model):
+            return model(x)
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Terms]:
-        logits, _ = model(_views(batch))
+        x = _views(batch)
+        if self.shared_view and self.input_grad:
+            x = _grad_copies(model, x)
+        logits, feats = model(x)  # (M, B, K), M x (B, C, H, W)
         ce = member_ce(logits, batch.y)
-        return _reduce(ce, self.p.ce_reduction), {"ce": ce.mean().detach()}
+        loss = _reduce(ce, self.ce_reduction)
+        terms: Terms = {"ce": ce.mean().detach()}
+        if not self.terms:
+            return loss, terms
+        if self.shared_view:
+            view = DiversityView(logits, feats, batch.y[0], x if self.input_grad else None)
+        else:
+            view = self._separate_view(model, batch)
+        for term in self.terms:
+            part, logged = term(view)
+            loss = loss + part
+            terms.update(logged)
+        return loss, terms
+
+    def _separate_view(self, model: nn.Module, batch: Batch) -> DiversityView:
+        if self.needs_outliers:
+            if batch.outlier is None:
+                raise ValueError("this objective needs an outlier batch: set data.outlier")
+            xd, labels = batch.outlier, None
+        else:
+            k = int(torch.randint(batch.x.shape[0], ()).item())
+            xd, labels = batch.x[k], batch.y[k]
+        if self.input_grad:
+            xd = _grad_copies(model, xd)
+        d_logits, d_feats = self._diversity_forward(model, xd)
+        if labels is None:
+            labels = d_logits.detach().mean(0).argmax(1)
+        return DiversityView(d_logits, d_feats, labels, xd if self.input_grad else None)
 
 
-register_objective("de", DEParams)(DE)
+def _grad_copies(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x (B, ...)`` -> a copy per member ``(M, B, ...)`` that requires grad, for input gradients."""
+    m = (model.module if hasattr(model, "module") else model).size  # DDP wraps the ensemble
+    return x.unsqueeze(0).expand(m, *x.shape).clone().requires_grad_(True)
 
 
-# --- SDDE ----------------------------------------------------------------------------------------
+def _resolve_de(p: DEParams, key: str) -> DEParams:
+    return replace(p, diversity=resolve_terms(p.diversity, f"{key}.diversity"))
+
+
+def _make_de(p: DEParams) -> DE:
+    return DE(make_terms(p.diversity), p.same_batch, p.ce_reduction, p.diversity_bn)
+
+
+register_objective("de", DEParams, resolve=_resolve_de)(_make_de)
+
+
+# --- presets: the named methods, each DE with its terms ---------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -81,20 +170,14 @@ class SDDEParams:
     crop: int = 1  # border pixels removed from each CAM
     outlier_weight: float = 0.0  # > 0: SDDE_OOD, outlier exposure on data.outlier (0.5 in the paper)
     # How BatchNorm normalises the separate diversity batch: "eval" (running statistics) is the official code;
-    # "train" (batch statistics, as the CE sees them) is our departure, see the class docstring.
+    # "train" (batch statistics, as the CE sees them) is our departure, see make_sdde.
     diversity_bn: Literal["eval", "train"] = "eval"
 
 
-class SDDE(ObjectiveBase):
-    """Saliency-diversified deep ensemble (Dereka et al. 2023), after the official implementation.
-
-    L = reduce_m CE(f_m(x_m), y_m) + lam * L_div, where L_div is the mean over samples and member pairs
-    i < j of the cosine between standardised Grad-CAM maps (:func:`distill.saliency.cam_similarity`)
-    computed with double backprop, so the maps themselves are pushed apart.
-
-    Diversity batch: with ``same_batch: false``, one member's batch chosen at random each step is
-    forwarded through all members in eval mode (BatchNorm running statistics); with ``same_batch: true``
-    the training forward is reused, as the official code does.
+def make_sdde(p: SDDEParams) -> DE:
+    """Saliency-diversified deep ensemble (Dereka et al. 2023), after the official implementation:
+    L = reduce_m CE(f_m(x_m), y_m) + lam * D_cam (distill/objectives/diversity/cam.py), on one member's
+    batch through all members in eval mode (``same_batch: false``) or on the training forward (``true``).
 
     ``diversity_bn: train`` departs from the official code: the diversity batch is normalised with batch
     statistics, like the CE's. Why: with the eval-mode pass, the diversity gradient flows through BatchNorm's
@@ -104,53 +187,15 @@ class SDDE(ObjectiveBase):
     (docs/results.md). The train-mode pass also updates the running statistics once more per step with a
     batch from the same distribution.
 
-    SDDE_OOD (``outlier_weight > 0``): the diversity batch is the outlier batch instead, with pseudo-labels
-    argmax of the members' mean logits, and the outlier-exposure term
-    ``outlier_weight * mean_m mean_b (logsumexp_c z_mbc - mean_c z_mbc)`` on it.
+    SDDE_OOD (``outlier_weight > 0``): the diversity batch is the outlier batch instead, with pseudo-labels,
+    and the outlier-exposure term (diversity/oe.py) comes first.
     """
-
-    def __init__(self, p: SDDEParams) -> None:
-        self.p = p
-        self.per_member_batches = not p.same_batch
-        self.needs_outliers = p.outlier_weight > 0
-        # The CAMs need double backprop through the model they are taken from. With a separate diversity
-        # forward (its own batch, or the outliers) only the CE's training forward may be compiled; reusing the
-        # training forward for the CAMs (same_batch, no outliers) rules compilation out.
-        self.compile_when = "train" if (self.per_member_batches or self.needs_outliers) else "never"
-
-    def _diversity_forward(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        if self.p.diversity_bn == "train":
-            return model(x)
-        with eval_mode(model):
-            return model(x)
-
-    def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Terms]:
-        x = _views(batch)
-        logits, feats = model(x)  # (M, B, K), M x (B, C, H, W)
-        ce = member_ce(logits, batch.y)
-        terms: Terms = {"ce": ce.mean().detach()}
-        loss = _reduce(ce, self.p.ce_reduction)
-        if self.needs_outliers:
-            if batch.outlier is None:
-                raise ValueError("sdde_ood needs an outlier batch: set data.outlier")
-            d_logits, d_feats = self._diversity_forward(model, batch.outlier)
-            d_labels = d_logits.detach().mean(0).argmax(1)
-            z = d_logits.float()
-            oe = (torch.logsumexp(z, dim=2) - z.mean(dim=2)).mean()
-            loss = loss + self.p.outlier_weight * oe
-            terms["oe"] = oe.detach()
-        elif batch.x.shape[0] == 1:
-            d_logits, d_feats, d_labels = logits, feats, batch.y[0]
-        else:
-            k = int(torch.randint(batch.x.shape[0], ()).item())
-            d_logits, d_feats = self._diversity_forward(model, batch.x[k])
-            d_labels = batch.y[k]
-        div = cam_similarity(gradcam(d_logits, d_feats, d_labels, create_graph=True), self.p.crop)
-        terms["div"] = div.detach()
-        return loss + self.p.lam * div, terms
+    terms: list[DiversityTerm] = [OutlierExposure(OEParams(p.outlier_weight))] if p.outlier_weight > 0 else []
+    terms.append(CamSimilarity(CamParams(p.lam, p.crop)))
+    return DE(terms, p.same_batch, p.ce_reduction, p.diversity_bn)
 
 
-register_objective("sdde", SDDEParams)(SDDE)
+register_objective("sdde", SDDEParams)(make_sdde)
 
 
 @dataclass(frozen=True)
@@ -158,38 +203,7 @@ class SDDEOODParams(SDDEParams):
     outlier_weight: float = 0.5
 
 
-register_objective("sdde_ood", SDDEOODParams)(SDDE)
-
-
-# --- baselines that need every member on the same inputs ------------------------------------------
-
-
-@dataclass(frozen=True)
-class NCLParams:
-    lam: float = 0.1
-
-
-class NCL(ObjectiveBase):
-    """Negative correlation learning (Liu and Yao 1999; Shui et al. 2018):
-    L = sum_m CE_m + lam * mean_b mean_{i != j} <p_i - p_bar, p_j - p_bar>, with p_bar detached.
-    """
-
-    def __init__(self, p: NCLParams) -> None:
-        self.p = p
-
-    def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Terms]:
-        logits, _ = model(batch.x[0])
-        ce = member_ce(logits, batch.y)
-        p = logits.float().softmax(-1)  # (M, B, K)
-        dev = p - p.mean(0, keepdim=True).detach()
-        m = p.shape[0]
-        gram = torch.einsum("ibk,jbk->bij", dev, dev)  # (B, M, M)
-        off = gram.sum((1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(1)
-        ncl = (off / max(m * (m - 1), 1)).mean()
-        return ce.sum() + self.p.lam * ncl, {"ce": ce.mean().detach(), "ncl": ncl.detach()}
-
-
-register_objective("ncl", NCLParams)(NCL)
+register_objective("sdde_ood", SDDEOODParams)(make_sdde)
 
 
 @dataclass(frozen=True)
@@ -199,64 +213,18 @@ class ADPParams:
     log_det_eps: float = 1e-5
 
 
-class ADP(ObjectiveBase):
-    """Adaptive diversity promoting (Pang et al. 2019):
-    L = sum_m CE_m + alpha * (-H(p_bar)) + beta * (-log det(G + eps I)), where G (M x M) is the Gram matrix
-    of the members' L2-normalised non-true-class probability vectors; both terms averaged over samples.
-    """
-
-    def __init__(self, p: ADPParams) -> None:
-        self.p = p
-
-    def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Terms]:
-        logits, _ = model(batch.x[0])
-        y = batch.y[0]
-        ce = member_ce(logits, batch.y)
-        p = logits.float().softmax(-1)  # (M, B, K)
-        m, b, k = p.shape
-        p_bar = p.mean(0)
-        entropy = -(p_bar * p_bar.clamp_min(1e-12).log()).sum(-1).mean()
-        keep = torch.ones(b, k, dtype=torch.bool, device=p.device)
-        keep[torch.arange(b, device=p.device), y] = False
-        non_true = F.normalize(p[:, keep].view(m, b, k - 1), dim=-1)  # (M, B, K-1)
-        gram = torch.einsum("ibk,jbk->bij", non_true, non_true)
-        # float64: with eps = 1e-5 the Gram matrix is near-singular and float32 logdet loses digits
-        eye = torch.eye(m, device=p.device, dtype=torch.float64)
-        log_det = torch.logdet(gram.double() + self.p.log_det_eps * eye).mean().float()
-        loss = ce.sum() - self.p.alpha * entropy - self.p.beta * log_det
-        return loss, {"ce": ce.mean().detach(), "entropy": entropy.detach(), "log_det": log_det.detach()}
+def make_adp(p: ADPParams) -> DE:
+    """Adaptive diversity promoting (Pang et al. 2019): L = sum_m CE_m - alpha H(p_bar) - beta log det(G + eps I)
+    (distill/objectives/diversity/adp.py)."""
+    return DE([EnsembleEntropy(EntropyParams(p.alpha)), LogDet(LogDetParams(p.beta, p.log_det_eps))])
 
 
-register_objective("adp", ADPParams)(ADP)
+register_objective("ncl", NCLParams)(lambda p: DE([NCLTerm(p)]))  # Liu and Yao 1999: diversity/ncl.py
+register_objective("adp", ADPParams)(make_adp)
+register_objective("igd", IGDParams)(lambda p: DE([InputGradientCosine(p)]))  # Ross et al. 2020: diversity/igd.py
 
 
-@dataclass(frozen=True)
-class IGDParams:
-    lam: float = 0.1
-
-
-class InputGradientDiversity(ObjectiveBase):
-    """Input-gradient diversity (Ross et al. 2020, as in the SDDE paper's baselines):
-    L = sum_m CE_m + lam * mean_b mean_{i<j} cos(g_i, g_j), g_m = d(sum_k z_mk)/dx (double backprop).
-    """
-
-    compile_when = "never"  # double backprop through the training forward itself
-
-    def __init__(self, p: IGDParams) -> None:
-        self.p = p
-
-    def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Terms]:
-        x0 = batch.x[0]
-        m = (model.module if hasattr(model, "module") else model).size
-        x = x0.unsqueeze(0).expand(m, *x0.shape).clone().requires_grad_(True)  # a copy per member
-        logits, _ = model(x)
-        ce = member_ce(logits, batch.y)
-        g = input_gradients(logits, x).flatten(2)  # (M, B, D)
-        sim = pairwise_cosine(F.normalize(g.float(), dim=2))
-        return ce.sum() + self.p.lam * sim, {"ce": ce.mean().detach(), "grad_cos": sim.detach()}
-
-
-register_objective("igd", IGDParams)(InputGradientDiversity)
+# --- a different base loss -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

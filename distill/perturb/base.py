@@ -34,7 +34,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from distill import UserError
+from distill import UserError, unknown
+from distill.metrics import log_mean_exp
 from distill.models.ensemble import eval_mode
 from distill.recipe import build
 
@@ -98,8 +99,7 @@ class Perturbation:
 def make_perturbation(name: str, params: dict | None = None, key: str = "student.perturb") -> Perturbation:
     """Look up method ``name`` and check ``params`` against its dataclass; errors name the recipe key."""
     if name not in PERTURBATIONS:
-        choices = ", ".join(sorted(PERTURBATIONS))
-        raise UserError(f"recipe key '{key}.name': unknown perturbation {name!r}; expected one of: {choices}")
+        raise unknown(f"recipe key '{key}.name'", "perturbation", name, PERTURBATIONS)
     entry = PERTURBATIONS[name]
     try:
         checked = build(entry.params, params or {}, f"{key}.params")
@@ -211,8 +211,7 @@ def mutual_information(logits: Tensor, temperature: float = 1.0) -> Tensor:
     Computed from log-softmax (stable, differentiable); 0 when the members agree or M = 1.
     """
     logp = (logits.float() / temperature).log_softmax(dim=-1)
-    m = logp.shape[0]
-    log_pbar = torch.logsumexp(logp, dim=0) - math.log(m)
+    log_pbar = log_mean_exp(logp)
     h_mean = -(log_pbar.exp() * log_pbar).sum(dim=-1)
     h_members = -(logp.exp() * logp).sum(dim=-1).mean(dim=0)
     return h_mean - h_members

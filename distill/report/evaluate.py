@@ -27,14 +27,12 @@ from distill.metrics import (
     nll,
     selective_metrics,
 )
+from distill.metrics.registry import REPORT_METRICS, higher_is_better  # noqa: F401  (re-exported)
 from distill.report.predictions import log_mean_probs64, mean_probs64
 from distill.students.readout import Readout
 
 N_BINS = 15  # ECE bins
-METRICS = ("acc", "nll", "cnll", "brier", "cbrier", "ece", "cece", "dee", "agreement", "kl_teacher")
-METRICS += ("aurc", "acc_cov90", "acc_cov95")  # selective classification (distill.metrics.selective)
-HIGHER_IS_BETTER = frozenset({"acc", "dee", "agreement", "auroc", "aupr_in", "aupr_out", "acc_cov90", "acc_cov95"})
-"""Metrics where higher is better (everything else: lower is better)."""
+METRICS = tuple(REPORT_METRICS)  # what model_metrics returns, in report order (distill/metrics/registry.py)
 
 
 class Source(Protocol):
@@ -61,15 +59,6 @@ def make_reference(teacher: Source, y_val: Tensor, y_test: Tensor) -> Reference:
     test, val = teacher.logits("test"), teacher.logits("val")
     curve = ensemble_curve(test, y_test, val, y_val)  # member logits: each is log-softmax-normalised
     return Reference(y_val, y_test, mean_probs64(test), curve)
-
-
-def higher_is_better(metric: str) -> bool:
-    """For a metric or a summary key (``ood_auroc/msp``, ``corruption_acc/s5``: the part before ``/``, prefix
-    dropped)."""
-    base = metric.split("/")[0]
-    for prefix in ("ood_", "corruption_"):
-        base = base.removeprefix(prefix)
-    return base in HIGHER_IS_BETTER
 
 
 def model_metrics(src: Source, ref: Reference) -> dict[str, float | bool]:

@@ -8,12 +8,11 @@ its slice of the ensemble's cache, so the members' metrics cost no extra forward
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
 from distill.data.batches import eval_batches
+from distill.metrics import log_mean_exp
 from distill.models.batchensemble import BatchEnsemble, BELinear
 from distill.models.ensemble import eval_mode
 from distill.predict import predict_logits
@@ -27,7 +26,7 @@ def mean_probs64(logits: Tensor) -> Tensor:
 
 def log_mean_probs64(logits: Tensor) -> Tensor:
     """``(M, B, K)`` logits -> ``log((1/M) sum_m softmax(z_m))`` ``(B, K)`` in float64, computed stably."""
-    return torch.logsumexp(logits.double().log_softmax(dim=-1), dim=0) - math.log(logits.shape[0])
+    return log_mean_exp(logits.double().log_softmax(dim=-1))
 
 
 class Predictions:

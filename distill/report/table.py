@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from distill.metrics.registry import label
 from distill.report.summary import top_severity
 
-COLUMNS = [("acc", "acc"), ("NLL", "nll"), ("cNLL", "cnll"), ("ECE", "ece"), ("cECE", "cece"), ("Brier", "brier")]
-COLUMNS += [("DEE", "dee"), ("agree", "agreement")]
-GAIN_COLUMNS = [("acc", "acc"), ("cNLL", "cnll"), ("cECE", "cece"), ("DEE", "dee"), ("OOD", "ood_auroc/best")]
+# (header, summary key); headers from distill/metrics/registry.py
+COLUMNS = [(label(k), k) for k in ("acc", "nll", "cnll", "ece", "cece", "brier", "dee", "agreement")]
+GAIN_COLUMNS = [(label(k), k) for k in ("acc", "cnll", "cece", "dee")] + [("OOD", "ood_auroc/best")]
 
 
 def fmt(value: Any, std: Any = None, digits: int = 3) -> str:

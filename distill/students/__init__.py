@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from distill import UserError
+from distill import UserError, unknown
 from distill.objectives.base import Objective
 from distill.perturb.base import Perturbation
 from distill.recipe import StudentCfg, build
@@ -49,7 +49,7 @@ def register_student(kind: StudentKind) -> StudentKind:
 def student_kind(cfg: StudentCfg) -> tuple[StudentKind, Any]:
     """The registered kind of a recipe's student section and its options, built and checked."""
     if cfg.kind not in STUDENT_KINDS:
-        raise UserError(f"student kind {cfg.kind!r}: expected one of: {', '.join(sorted(STUDENT_KINDS))}")
+        raise unknown("student kind", "", cfg.kind, STUDENT_KINDS)
     kind = STUDENT_KINDS[cfg.kind]
     opts = getattr(cfg, "options", {}) or {}
     if kind.options is None:

@@ -17,15 +17,12 @@ code; only the uncertainties and scores differ.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
-import torch
 from torch import Tensor
 
-from distill.metrics import OOD_SCORES, entropy
+from distill.metrics import ENSEMBLE_ONLY, OOD_SCORES, entropy, log_mean_exp
 
-ENSEMBLE_ONLY = frozenset({"neg_mi", "neg_mutual_information"})
 """Scores constant for one network (the members' mutual information is 0): None for M = 1 unless a readout
 provides them."""
 UNCERTAINTIES = ("total", "data", "knowledge")
@@ -39,8 +36,7 @@ class Readout:
 
     def log_predictive(self, logits: Tensor) -> Tensor:
         """``(M, B, K)`` -> ``log p_bar (B, K)`` float64."""
-        m = logits.shape[0]
-        return torch.logsumexp(logits.double().log_softmax(dim=-1), dim=0) - math.log(m)
+        return log_mean_exp(logits.double().log_softmax(dim=-1))
 
     def uncertainty(self, logits: Tensor) -> dict[str, Tensor | None]:
         """``{"total", "data", "knowledge"}``, each ``(B,)`` float64 or None where meaningless."""
@@ -59,7 +55,7 @@ class Readout:
         """What the exported file returns, from ``logits (M, B, K)``, in float32 with ONNX-exportable operations:
         ``(log p_bar (B, K), total (B,), data (B,), knowledge (B,))``; knowledge is 0 for one member."""
         log_p = logits.float().log_softmax(dim=-1)  # (M, B, K)
-        log_mean = torch.logsumexp(log_p, dim=0) - math.log(logits.shape[0])
+        log_mean = log_mean_exp(log_p)
         total = -(log_mean.exp() * log_mean).sum(-1)
         data = -(log_p.exp() * log_p).sum(-1).mean(0)
         return log_mean, total, data, total - data

@@ -34,10 +34,10 @@ class _TimedModel(nn.Module):
 
 @contextlib.contextmanager
 def _timed_saliency(phases: Phases) -> Iterator[None]:
-    """Time the objective's own calls of ``gradcam`` and ``cam_similarity`` (patched on its module, restored)."""
-    import distill.objectives.teacher as teacher_mod
+    """Time the cam term's own calls of ``gradcam`` and ``cam_similarity`` (patched on its module, restored)."""
+    import distill.objectives.diversity.cam as cam_mod
 
-    originals = {name: getattr(teacher_mod, name) for name in ("gradcam", "cam_similarity")}
+    originals = {name: getattr(cam_mod, name) for name in ("gradcam", "cam_similarity")}
 
     def timed(name: str, fn: Callable) -> Callable:
         def call(*args, **kwargs):
@@ -47,12 +47,12 @@ def _timed_saliency(phases: Phases) -> Iterator[None]:
         return call
 
     for name, fn in originals.items():
-        setattr(teacher_mod, name, timed(name, fn))
+        setattr(cam_mod, name, timed(name, fn))
     try:
         yield
     finally:
         for name, fn in originals.items():
-            setattr(teacher_mod, name, fn)
+            setattr(cam_mod, name, fn)
 
 
 def sdde_breakdown(cfg: BenchConfig, device: torch.device) -> dict:

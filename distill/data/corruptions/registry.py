@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from distill import UserError
+from distill import UserError, unknown
 from distill.data.corruptions._ops import Draws, image_seed
 
 CorruptionFn = Callable[[Tensor, int, Draws], Tensor]
@@ -65,7 +65,7 @@ def corrupt(
     as the reference does, instead of the procedural texture.
     """
     if name not in CORRUPTIONS:
-        raise UserError(f"corruption: unknown '{name}'; expected one of: {', '.join(CORRUPTIONS)}")
+        raise unknown("corruption", "", name, CORRUPTIONS)
     if isinstance(severity, bool) or int(severity) != severity or not 1 <= severity <= 5:
         raise UserError(f"corruption '{name}': severity must be an integer in 1..5, got {severity!r}")
     if x.dtype != torch.uint8 or x.dim() != 4:

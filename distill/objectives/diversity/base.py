@@ -1,0 +1,88 @@
+"""The diversity-term seam: a teacher objective is ``CE + sum_k lam_k D_k``.
+
+Every term reads one :class:`DiversityView`, the members' forward on the same diversity inputs, which the
+objective computes once for all its terms (:class:`distill.objectives.teacher.DE`). A term declares what that
+forward must provide (input gradients, outliers) and whether its gradient needs double backprop, and returns
+its weighted contribution ``lam * D`` plus the values it logs. A new term is one file here plus its
+``register_term`` line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from typing import Any
+
+import torch
+
+from distill import unknown
+from distill.recipe import build
+
+Terms = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class DiversityView:
+    """The members on the diversity inputs: the training forward when members share one batch, else one
+    separate forward (one member's batch, or the outlier batch)."""
+
+    logits: torch.Tensor  # (M, B, K)
+    feats: list[torch.Tensor]  # M x (B, C, H, W): each member's CAM-layer activations
+    labels: torch.Tensor  # (B,): the true labels, or pseudo-labels (argmax of the mean logits) on outliers
+    x: torch.Tensor | None = None  # (M, B, C, H, W) requiring grad: set when a term needs input gradients
+
+    @cached_property
+    def probs(self) -> torch.Tensor:
+        """``(M, B, K)`` float32 softmax, computed once for every term that reads it."""
+        return self.logits.float().softmax(-1)
+
+
+class DiversityTerm:
+    """Defaults: no input gradients, no outliers, no double backprop."""
+
+    needs_input_grad: bool = False  # the view's x is a per-member copy of the inputs that requires grad
+    needs_outliers: bool = False  # the view is the outlier batch (outlier exposure)
+    double_backprop: bool = False  # the term's gradient differentiates a gradient (CAMs, input gradients)
+
+    def __call__(self, view: DiversityView) -> tuple[torch.Tensor, Terms]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class TermEntry:
+    params: type  # a frozen dataclass of the term's options
+    make: Callable[[Any], DiversityTerm]
+
+
+DIVERSITY_TERMS: dict[str, TermEntry] = {}
+
+
+def register_term(name: str, params: type) -> Callable:
+    def deco(make: Callable[[Any], DiversityTerm]) -> Callable[[Any], DiversityTerm]:
+        DIVERSITY_TERMS[name] = TermEntry(params, make)
+        return make
+
+    return deco
+
+
+def resolve_terms(specs: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """Each ``{name, **params}`` checked and completed with its defaults; errors name ``key.<i>.<field>``."""
+    out = []
+    for i, spec in enumerate(specs):
+        spec = dict(spec)
+        name = spec.pop("name", None)
+        if name not in DIVERSITY_TERMS:
+            raise unknown(f"recipe key '{key}.{i}.name'", "diversity term", name, DIVERSITY_TERMS)
+        out.append({"name": name, **asdict(build(DIVERSITY_TERMS[name].params, spec, f"{key}.{i}"))})
+    return out
+
+
+def make_terms(resolved: list[dict[str, Any]]) -> list[DiversityTerm]:
+    """Terms from :func:`resolve_terms`' output."""
+    terms = []
+    for spec in resolved:
+        spec = dict(spec)
+        entry = DIVERSITY_TERMS[spec.pop("name")]
+        terms.append(entry.make(entry.params(**spec)))
+    return terms
