@@ -58,14 +58,18 @@ def member_probs(net: nn.Module, x: torch.Tensor, device: torch.device, batch_si
 def corruption_set(
     x: torch.Tensor, names: list[str] | None, severities: list[int], seed: int = 0
 ) -> tuple[torch.Tensor, list[tuple[str, int]]]:
-    """Every (corruption, severity) of uint8 images ``x``, concatenated: ``(S * N, C, H, W)`` and the S keys."""
-    from distill.data.corruptions import BENCHMARK, corrupt
+    """Every (corruption, severity) of uint8 images ``x``, concatenated: ``(S * N, C, H, W)`` and the S keys.
+
+    The images are the report's (:func:`distill.report.corruption.corrupted`): image ``i``'s noise comes from
+    ``(seed, i)``, so an analysis and a report with the same seed measure the same corrupted bytes."""
+    from distill.data.corruptions import BENCHMARK
+    from distill.report.corruption import corrupted
 
     names = list(BENCHMARK) if names is None else list(names)  # None: CIFAR-10-C's 15, not the extras
     keys = [(n, s) for n in names for s in severities]
     if not keys or len(x) == 0:
         return x[:0], []
-    return torch.cat([corrupt(x, n, s, seed=seed) for n, s in keys]), keys
+    return torch.cat([corrupted(x, n, s, batch_size=len(x), seed=seed) for n, s in keys]), keys
 
 
 def scores(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
