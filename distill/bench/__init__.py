@@ -75,7 +75,6 @@ def run_bench(
     threads: int | None = None,
     data_root: Path | None = None,
     sections: tuple[str, ...] = SECTIONS,
-    command: str | None = None,
 ) -> dict:
     """Run the benchmark and write ``out/bench.json`` and ``out/bench.md``; returns the JSON's content.
 
@@ -83,7 +82,6 @@ def run_bench(
     resnet18 on CUDA). ``quick``: tiny sizes (a smoke test, seconds). ``threads``: torch CPU threads for the
     run (default: leave torch's setting). ``data_root``: the epoch's dataset (default ../shared/data/...;
     synthetic data of the same shape when absent, said in the output). ``sections``: a subset to run.
-    ``command``: the command line to print in the report (default: the ``python -m distill bench`` equivalent).
     """
     if device not in ("cpu", "cuda"):
         raise UserError(f"--device {device}: expected cpu or cuda")
@@ -107,7 +105,7 @@ def run_bench(
             "python": sys.version.split()[0],
             "threads": torch.get_num_threads(),
             "timestamp": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "command": command or _command(cfg, model, out, threads, data_root, sections),
+            "command": _command(cfg, model, out, threads, data_root, sections),
             **{k: v for k, v in cfg.__dict__.items() if k != "device"},
         }
     }

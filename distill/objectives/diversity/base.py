@@ -17,9 +17,8 @@ from typing import Any
 import torch
 
 from distill import unknown
+from distill.objectives.base import Terms
 from distill.recipe import build
-
-Terms = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
