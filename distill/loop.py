@@ -386,7 +386,8 @@ def fit(model: nn.Module, objective: Objective, s: FitSetup) -> dict[str, Any]:
         if s.stop_after is not None and epoch + 1 >= s.stop_after:
             p.acc.end_training()
             return {"stopped_after": epoch + 1}
-    in_sync = _replicas_in_sync(p.acc, p.acc.unwrap_model(p.model))
+    net = p.acc.unwrap_model(p.model)
+    in_sync = _replicas_in_sync(p.acc, net)
     p.acc.end_training()
     summary = {
         "role": s.info.get("role"),
@@ -398,6 +399,7 @@ def fit(model: nn.Module, objective: Objective, s: FitSetup) -> dict[str, Any]:
         "replicas_in_sync": in_sync,
         "mixed_precision": s.run.mixed_precision,
         "device": str(p.acc.device),
+        "member_mode": net.resolved_mode(p.acc.device) if isinstance(net, Ensemble) else None,
         "history": st.history,
     }
     if p.acc.is_main_process:

@@ -127,6 +127,9 @@ class EvalCfg:
     corruption_limit: int = 1000  # test images used for the corruption sweep
     corruption_seed: int = 0  # image i of the sweep draws its noise from (corruption_seed, i), whatever the batches
     frost_images: str | None = None  # dir with CIFAR-10-C's frost1.png .. frost5.jpg: frost as the original does
+    # the released CIFAR-10-C folder (<corruption>.npy, labels.npy): sweep its images (the first corruption_limit
+    # of each severity) instead of corrupting test images here; CIFAR-10 only
+    cifar10c: str | None = None
     severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     cam_images: int = 8  # test images in the CAM grid figure
     diversity_images: int = 500  # test images for the saliency / attribution / CKA diversity measures
@@ -142,6 +145,9 @@ class RunCfg:
     cpu: bool = False  # force the CPU even when a GPU is present
     channels_last: bool = False  # GPU: channels-last conv weights (faster under bf16 on tensor cores)
     compile: bool = False  # GPU: torch.compile the members where the objective allows (the objective's compile_when)
+    # how an ensemble runs its members (distill/models/ensemble.py): a Python loop, one torch.func.vmap over
+    # stacked weights (members of one architecture only), or auto (the loop until a GPU measurement says otherwise)
+    member_mode: Literal["loop", "vmap", "auto"] = "auto"
 
 
 @dataclass(frozen=True)

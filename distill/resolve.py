@@ -11,7 +11,7 @@ same functions the stages use, so the messages are the stages' own (each names i
 from __future__ import annotations
 
 from distill import UserError, unknown
-from distill.recipe import Recipe, StudentCfg, TeacherCfg, load_recipe
+from distill.recipe import DataCfg, Recipe, StudentCfg, TeacherCfg, load_recipe
 
 
 def _check_arch(arch: str, key: str) -> None:
@@ -66,6 +66,11 @@ def check_recipe(recipe: Recipe) -> Recipe:
     for section, ensemble in (("teacher", recipe.teacher), ("single", recipe.single)):
         if ensemble is not None:
             _check_ensemble(ensemble, section)
+            if recipe.run.member_mode == "vmap" and isinstance(ensemble.arch, list) and len(set(ensemble.arch)) > 1:
+                raise UserError(
+                    f"recipe key 'run.member_mode': vmap needs members of one architecture; {section}.arch lists "
+                    f"{', '.join(dict.fromkeys(ensemble.arch))} (use loop or auto)"
+                )
     if recipe.student is not None:
         _check_student(recipe.student, "student")
     names = [s.name for s in recipe.students]
@@ -80,9 +85,29 @@ def check_recipe(recipe: Recipe) -> Recipe:
     for i, ood in enumerate(ev.ood):
         _check_dataset(ood.name, f"evaluate.ood.{i}.name", extra=("heldout",))
     check_scores(ev.ood_scores)
-    corruption_names(ev.corruptions)
+    names = corruption_names(ev.corruptions)
     check_severities(ev.severities)
+    if ev.cifar10c is not None:
+        _check_cifar10c(recipe.data, ev.cifar10c, names)
     return recipe
+
+
+def _check_cifar10c(data: DataCfg, root: str, names: list[str]) -> None:
+    from distill.data.benchmarks import cifar10c_folder
+
+    if data.name != "cifar10":
+        raise UserError(
+            f"recipe key 'evaluate.cifar10c': the released CIFAR-10-C is CIFAR-10's; data.name is {data.name}"
+        )
+    if data.holdout_classes:
+        raise UserError(
+            "recipe key 'evaluate.cifar10c': with data.holdout_classes the models predict fewer classes than "
+            "CIFAR-10-C's labels; unset one of them"
+        )
+    try:
+        cifar10c_folder(root, names)
+    except UserError as err:
+        raise UserError(f"recipe key 'evaluate.cifar10c': {err}") from None
 
 
 def load_checked(path: str | None, overrides: list[str] = ()) -> Recipe:

@@ -20,6 +20,7 @@ from distill.data.identity import data_differences
 from distill.loop import FitSetup, fit
 from distill.metrics import accuracy, nll
 from distill.models import build_model, ensemble_spec, mean_probs
+from distill.models.ensemble import Ensemble
 from distill.objectives import objective_from_recipe
 from distill.perturb import make_perturbation
 from distill.predict import predict_logits
@@ -104,6 +105,7 @@ def train_ensemble(
         raise UserError(f"{section}.record_weights: needs {section}.record_trajectory: true")
     torch.manual_seed(recipe.seed)
     model = build_model(spec, splits.meta)
+    set_member_mode(model, recipe.run.member_mode, section)
     info = {
         "role": section,
         "spec": spec,
@@ -114,6 +116,15 @@ def train_ensemble(
     }
     extra = {"outlier_x": outlier_x, "epoch_callbacks": callbacks, "resume": resume, "stop_after": stop_after}
     return _fit_and_test(model, objective, recipe, cfg.train, out, splits, info, cam=True, **extra)
+
+
+def set_member_mode(model: torch.nn.Module, mode: str, what: str) -> None:
+    """Run an ensemble's members as ``run.member_mode`` says; other models have one forward and ignore it."""
+    if isinstance(model, Ensemble):
+        try:
+            model.mode = mode
+        except ValueError as err:
+            raise UserError(f"run.member_mode {mode}: {what}: {err}") from None
 
 
 def student_config(recipe: Recipe, name: str | None) -> StudentCfg:
@@ -168,10 +179,12 @@ def train_student(
     check_teacher_matches(teacher_info, splits, recipe.data, teacher_dir)
     perturb = make_perturbation(cfg.perturb.name, cfg.perturb.params, f"{key}.perturb")
     teacher, _ = load_model(teacher_dir)
+    set_member_mode(teacher, recipe.run.member_mode, f"--teacher {teacher_dir}")
     objective = students.student_objective(cfg, teacher, perturb)
     spec = student_spec(cfg, teacher.size)
     torch.manual_seed(recipe.seed)
     model = build_model(spec, splits.meta)
+    set_member_mode(model, recipe.run.member_mode, key)
     info = {
         "role": "student",
         "name": cfg.name,

@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ),
     ("distill.objectives", "distill.perturb", "distill.students"),
     ("distill.loop",),
-    ("distill.export",),
+    ("distill.export", "distill.runs"),  # what the evaluation reads: exported files, trained run directories
     ("distill.report",),
 ]
 

@@ -222,3 +222,30 @@ def test_the_accelerate_forward_patch_targets_what_prepare_installs():
     undo_accelerate_forward_wrap(model)
     assert "forward" not in vars(model) and "_original_forward" not in vars(model)
     assert model(torch.ones(1, 3)).dtype == torch.float32
+
+
+def test_recipe_member_mode_vmap_trains_as_the_loop_does(tmp_path):
+    """run.member_mode reaches the teacher: the vmap run reports vmap and ends within float noise of the loop's."""
+    runs = {}
+    for mode in ("loop", "vmap"):
+        r = tiny_recipe({"name": "de"}, epochs=1)
+        r["run"]["member_mode"] = mode
+        summary = train_ensemble(recipe_from_dict(r), tmp_path / mode)
+        assert summary["member_mode"] == mode
+        runs[mode] = load_tensors(tmp_path / mode / "model.safetensors")[0]
+    assert runs["loop"].keys() == runs["vmap"].keys()
+    for k, v in runs["loop"].items():
+        assert torch.allclose(v, runs["vmap"][k], atol=1e-4), k
+
+
+def test_member_mode_vmap_with_mixed_architectures_is_refused_up_front():
+    from distill.resolve import check_recipe
+
+    r = tiny_recipe({"name": "de"}, epochs=1)
+    r["teacher"]["arch"] = ["tiny_cnn", "small_cnn"]
+    r["run"]["member_mode"] = "vmap"
+    with pytest.raises(UserError, match="run.member_mode.*one architecture.*tiny_cnn, small_cnn"):
+        check_recipe(recipe_from_dict(r))
+    r["run"]["member_mode"] = "vmapp"
+    with pytest.raises(UserError, match="run.member_mode"):
+        recipe_from_dict(r)

@@ -3,6 +3,7 @@ similarity and where its gradient goes."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -75,6 +76,15 @@ def test_cam_similarity_identical_opposite_and_resized():
     assert float(cam_similarity([a, 1 - a])) < -0.999
     big = F.interpolate(a.unsqueeze(1), size=(16, 16), mode="bilinear", align_corners=False).squeeze(1)
     assert standardised_maps([a, big]).shape == (2, 4, 36)  # common size 8x8, 1 px crop -> 6x6
+    # a 2x nearest-upsampled copy is resized back exactly by bilinear interpolation
+    twice = a.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
+    assert float(cam_similarity([twice, a])) == pytest.approx(1.0, abs=1e-5)
+    # only the interior counts: a changed border changes nothing
+    b = a.clone()
+    b[:, 0, :] = 100.0
+    assert float(cam_similarity([a, b])) == pytest.approx(1.0, abs=1e-5)
+    r = float(cam_similarity([a, torch.rand(4, 8, 8)]))
+    assert -1.0 <= r <= 1.0 and abs(r) < 0.5
 
 
 def test_pairwise_cosine_hand_case():

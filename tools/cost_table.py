@@ -27,7 +27,7 @@ from distill.models import build_model, ensemble_spec
 from distill.recipe import CostCfg, load_recipe
 from distill.report.cost import measure_costs
 from distill.report.markdown import cost_table
-from distill.report.runs import Run
+from distill.runs import Run
 
 SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 SHAPES |= {"cifar100": (3, 32, 32), "svhn": (3, 32, 32)}

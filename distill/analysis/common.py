@@ -1,9 +1,8 @@
-"""Shared by the analyses: loading a run with its data, predicting one network at a time, corrupted test sets,
-scores, and JSON that stays valid (NaN -> null)."""
+"""Shared by the analyses: predicting one network at a time, corrupted test sets, scores and figures. Runs and
+their splits are loaded by :mod:`distill.runs`, as the report loads them."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,40 +12,15 @@ import torch
 from torch import nn
 
 from distill import UserError
-from distill.checkpoint import load_model
-from distill.data.base import Splits
 from distill.metrics import accuracy, brier, nll
 from distill.models.ensemble import Ensemble
 from distill.predict import predict_logits
-from distill.recipe import DataCfg, build
-
-_SPLITS_CACHE: dict[str, Splits] = {}
 
 
 def pick_device(device: str | torch.device | None) -> torch.device:
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def load_run(run_dir: Path) -> tuple[nn.Module, dict[str, Any], DataCfg]:
-    """A run's selected model (eval mode, CPU), its ``model.json`` and the data section of its recipe."""
-    model, info = load_model(run_dir)
-    try:
-        data = build(DataCfg, info["recipe"]["data"], "data")
-    except (KeyError, TypeError):
-        raise UserError(f"{run_dir / 'model.json'}: no recipe.data; cannot rebuild the run's data splits") from None
-    return model, info, data
-
-
-def run_splits(data: DataCfg) -> Splits:
-    """The run's splits (cached per data section: a population of runs shares one dataset)."""
-    from distill.data import load_splits
-
-    key = json.dumps(data.__dict__, sort_keys=True, default=str)
-    if key not in _SPLITS_CACHE:
-        _SPLITS_CACHE[key] = load_splits(data)
-    return _SPLITS_CACHE[key]
 
 
 @torch.no_grad()

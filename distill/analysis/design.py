@@ -38,9 +38,7 @@ from distill.analysis.common import (
     check_options,
     corruption_scores,
     corruption_set,
-    load_run,
     pick_device,
-    run_splits,
     scores,
 )
 from distill.checkpoint import atomic_write_text
@@ -49,6 +47,7 @@ from distill.metrics import accuracy, attribution_similarity, mean_pairwise_cka,
 from distill.models.ensemble import eval_mode, mean_probs
 from distill.predict import predict_logits
 from distill.report.diversity import true_class_input_gradients
+from distill.runs import load_run, run_splits
 from distill.saliency import mean_cam_similarity
 
 PREDICTION = (
@@ -121,10 +120,11 @@ def attribution_and_activation(
 
 def evaluate_run(run_dir: Path, o: dict[str, Any]) -> dict[str, Any]:
     """Diversity, accuracy and corruption resilience of one teacher run (see the module docstring)."""
-    model, info, data_cfg = load_run(run_dir)
+    run = load_run(run_dir)
+    model, info = run.model, run.info
     device = pick_device(o["device"])
     model.to(device)
-    splits = run_splits(data_cfg)
+    splits = run_splits(run.data)
     x, y = splits.test_x, splits.test_y
     logits = predict_logits(model, x, batch_size=o["batch_size"], device=device)  # (M, N, K)
     probs = logits.softmax(-1)

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from distill import UserError
-from distill.analysis.common import FigureList, check_options, load_run, pick_device, run_splits, scores
+from distill.analysis.common import FigureList, check_options, pick_device, scores
 from distill.analysis.interpolation import interpolation_analysis
 from distill.analysis.plane import plane_point, plot_plane
 from distill.analysis.similarity import (  # noqa: F401  (norm_mask, spread: importable from here as before)
@@ -56,6 +56,7 @@ from distill.analysis.trajectory import load_trajectory, members_of
 from distill.jsonio import to_plain, write_json
 from distill.metrics import accuracy
 from distill.models.ensemble import Ensemble
+from distill.runs import load_run, run_splits
 
 DEFAULTS: dict[str, Any] = {
     "member": 0,  # the reference member f0 whose trajectory is sampled
@@ -102,7 +103,8 @@ def analyze_landscape(teacher_dir: Path, out: Path, **opts: Any) -> dict[str, An
     teacher_dir, out = Path(teacher_dir), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(o["seed"])
-    model, info, data_cfg = load_run(teacher_dir)
+    run = load_run(teacher_dir)
+    model, info = run.model, run.info
     if not isinstance(model, Ensemble):
         raise UserError(
             f"{teacher_dir}: a teacher ensemble is needed (members with weights of their own), got {info.get('spec')}"
@@ -114,7 +116,7 @@ def analyze_landscape(teacher_dir: Path, out: Path, **opts: Any) -> dict[str, An
         raise UserError(f"member {f0}: the teacher has members 0..{m_count - 1}")
     device = pick_device(o["device"])
     model.to(device)
-    splits = run_splits(data_cfg)
+    splits = run_splits(run.data)
     classes = splits.meta.num_classes
     traj = load_trajectory(teacher_dir)
     ev = Evaluator(splits, device, o)

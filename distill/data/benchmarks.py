@@ -256,24 +256,34 @@ def _npy(path: Path) -> np.ndarray:
         raise UserError(f"{path}: not a readable .npy array ({e})") from None
 
 
+def cifar10c_folder(root: str | Path, corruptions: list[str] | tuple[str, ...]) -> Path:
+    """The released CIFAR-10-C folder at ``root`` (or ``root/CIFAR-10-C``) holding ``labels.npy`` and every named
+    corruption's ``<corruption>.npy``; a UserError names the first name or file that is not there."""
+    bad = [c for c in corruptions if c not in CIFAR10C_CORRUPTIONS + CIFAR10C_EXTRA]
+    if bad:
+        raise UserError(f"CIFAR-10-C corruption '{bad[0]}': expected one of {', '.join(CIFAR10C_CORRUPTIONS)}")
+    root = Path(root).expanduser()
+    first = corruptions[0] if corruptions else "labels"
+    d = next((d for d in (root, root / "CIFAR-10-C") if (d / f"{first}.npy").is_file()), None)
+    if d is None:
+        raise UserError(
+            f"CIFAR-10-C: {first}.npy not found at {root}. Give the CIFAR-10-C folder of the released data "
+            "(<corruption>.npy and labels.npy)."
+        )
+    for name in ("labels", *corruptions):
+        if not (d / f"{name}.npy").is_file():
+            raise UserError(f"CIFAR-10-C: {name}.npy not found at {d}")
+    return d
+
+
 def load_cifar10c(root: str | Path, corruption: str, severity: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One corruption at one severity of the released CIFAR-10-C: ``(x uint8 (10000, 3, 32, 32), y int64)``.
 
     ``root`` is the ``CIFAR-10-C`` folder (or its parent) with ``<corruption>.npy`` (all five severities, 1 to
     5, stacked in blocks of 10,000 images, (50000, 32, 32, 3)) and ``labels.npy``."""
-    if corruption not in CIFAR10C_CORRUPTIONS + CIFAR10C_EXTRA:
-        raise UserError(f"CIFAR-10-C corruption '{corruption}': expected one of {', '.join(CIFAR10C_CORRUPTIONS)}")
     if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 5:
         raise UserError(f"CIFAR-10-C severity {severity!r}: expected an integer from 1 to 5")
-    root = Path(root).expanduser()
-    d = next((d for d in (root, root / "CIFAR-10-C") if (d / f"{corruption}.npy").is_file()), None)
-    if d is None:
-        raise UserError(
-            f"CIFAR-10-C: {corruption}.npy not found at {root}. Give the CIFAR-10-C folder of the released data "
-            "(<corruption>.npy and labels.npy)."
-        )
-    if not (d / "labels.npy").is_file():
-        raise UserError(f"CIFAR-10-C: labels.npy not found at {d}")
+    d = cifar10c_folder(root, [corruption])
     x, y = _npy(d / f"{corruption}.npy"), _npy(d / "labels.npy")
     if x.dtype != np.uint8 or x.ndim != 4 or x.shape[3] != 3 or len(x) % 5:
         raise UserError(f"{d / f'{corruption}.npy'}: expected uint8 (5 * N, H, W, 3), got {x.dtype} {x.shape}")

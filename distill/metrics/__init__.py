@@ -21,7 +21,6 @@ from distill.metrics.dee import DEEResult, dee, dee_result, ensemble_curve
 from distill.metrics.dirichlet import central_smoothing, digamma_series, dirichlet_nll, dirichlet_uncertainty
 from distill.metrics.diversity import (
     attribution_similarity,
-    cam_cosine_similarity,
     correlation,
     double_fault,
     kohavi_wolpert_variance,
@@ -63,7 +62,6 @@ __all__ = [
     "aurc",
     "brier",
     "calibrated_log_likelihood",
-    "cam_cosine_similarity",
     "central_smoothing",
     "correlation",
     "dee",

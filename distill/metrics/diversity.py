@@ -198,29 +198,6 @@ def _mean_pairwise_cosine(x: Tensor) -> float:
     return sum((x[i] * x[j]).sum(dim=-1).mean().item() for i, j in pairs) / len(pairs)
 
 
-def cam_cosine_similarity(cams: list[Tensor]) -> float:
-    """Mean pairwise cosine similarity of class activation maps, as defined by SDDE (Dereka et al. 2023).
-
-    ``cams``: ``M`` maps ``(B, H_m, W_m)``. If sizes differ, every map is first resized to
-    ``(min_m H_m, min_m W_m)`` with bilinear interpolation (``align_corners=False``). Then each map is cropped by
-    1 pixel on every side, standardised per sample ``a' = (a - mean(a)) / (std(a) + 1e-6)`` (population std),
-    flattened and L2-normalised, and ``S = (2 / (M(M-1))) sum_{i<j} (1/B) sum_b <a'_ib, a'_jb>``.
-    A constant map standardises to zero and has cosine 0 with every map. NaN for ``M < 2``.
-    The training loss of SDDE is the same quantity: both use :func:`distill.saliency.standardised_maps`.
-    """
-    from distill.saliency import pairwise_cosine, standardised_maps
-
-    if len(cams) < 2:
-        return _NAN
-    for c in cams:
-        if c.dim() != 3:
-            raise ValueError(f"each CAM must be (B, H, W), got shape {tuple(c.shape)}")
-    if min(c.shape[1] for c in cams) < 3 or min(c.shape[2] for c in cams) < 3:
-        raise ValueError("CAMs must be at least 3x3 to crop a 1-pixel border")
-    maps = standardised_maps([c.detach().to(torch.float64) for c in cams], crop=1, dtype=torch.float64)
-    return float(pairwise_cosine(maps))
-
-
 def attribution_similarity(grads: Tensor, top_frac: float = 0.1) -> dict[str, float]:
     """Similarity of the members' input gradients ``grads: (M, B, C, H, W)``, averaged over pairs ``i < j`` and
     samples:

@@ -19,8 +19,8 @@ Member execution modes (``Ensemble(members, mode=...)``, changeable at any time 
 The mode is not part of the state: ``state_dict`` keys are the same in every mode, so a checkpoint
 written in one mode loads in another.
 
-GPU options (functions to call on a built model; see docs/performance.md): :func:`to_channels_last` /
-:func:`channels_last_input`, and :func:`compile_ensemble` with its fallback for double backprop.
+GPU options (functions the loop calls on a built model when the recipe's ``run`` asks; see docs/performance.md):
+:func:`to_channels_last`, and :func:`compile_ensemble` with its fallback for double backprop.
 """
 
 from __future__ import annotations
@@ -169,19 +169,10 @@ def to_channels_last(model: nn.Module) -> nn.Module:
 
     On CUDA (cuDNN, tensor cores) channels-last convolutions avoid layout transposes, most of all under
     bf16/fp16 autocast. cuDNN picks the channels-last kernels when the weight is channels-last, so inputs need
-    no conversion; :func:`channels_last_input` converts them too. Not a CPU speed-up: on the CPU of
+    no conversion. Not a CPU speed-up: on the CPU of
     docs/performance.md it made the SDDE step slower.
     """
     return model.to(memory_format=torch.channels_last)
-
-
-def channels_last_input(x: torch.Tensor) -> torch.Tensor:
-    """``(B, C, H, W)`` -> channels-last; ``(M, B, C, H, W)`` -> strides making every ``x[m]`` channels-last."""
-    if x.dim() == 4:
-        return x.contiguous(memory_format=torch.channels_last)
-    if x.dim() == 5:
-        return x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
-    return x
 
 
 CompileWhen = Literal["always", "train", "never"]

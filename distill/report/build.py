@@ -9,10 +9,20 @@ from typing import Any
 
 import torch
 
+from distill import UserError
 from distill.checkpoint import atomic_write_text
 from distill.jsonio import to_plain, write_json
 from distill.recipe import EvalCfg
-from distill.report.corruption import check_severities, corruption_names, corruption_results, frost_source, sweep
+from distill.report.corruption import (
+    CorruptedImages,
+    check_severities,
+    corruption_names,
+    corruption_results,
+    frost_source,
+    made_here,
+    released_cifar10c,
+    sweep,
+)
 from distill.report.diversity import ATTRIBUTION_TARGET, diversity
 from distill.report.evaluate import N_BINS, Reference, Source, make_reference, model_metrics
 from distill.report.gain import gain_table, teacher_gain
@@ -43,8 +53,9 @@ CONVENTIONS = {
     "the baseline; null when the teacher is not better than the baseline (no gain to keep)",
     "members": "mean ± sample std (ddof=1) over the teacher's members, each evaluated as a model of its own",
     "attribution": ATTRIBUTION_TARGET,
-    "corruption": "severity 0 = the same test images clean; each severity averages the corruptions; image i's "
-    "noise is drawn from (evaluate.corruption_seed, i), independent of the batch size",
+    "corruption": "severity 0 = the first test images clean; each severity averages the corruptions; made-here "
+    "images: the same test images corrupted, image i's noise drawn from (evaluate.corruption_seed, i), independent "
+    "of the batch size; evaluate.cifar10c: the released arrays' first images and labels (corruptions.source)",
     "selective": "AURC: area under the risk-coverage curve of the max predictive probability ranking (trapezoid "
     "over coverages 1/N..1, divided by 1 - 1/N, as torch-uncertainty); acc_cov90 / acc_cov95: accuracy on the 90% / "
     "95% most confident test images",
@@ -84,12 +95,13 @@ class Measure:
     scores: list[str]
     corruptions: list[str]
     severities: list[int]
-    corruption_y: torch.Tensor | None  # labels of the swept images; None when the sweep is off
+    corrupted: CorruptedImages | None  # None when the sweep is off
+    clean_y: torch.Tensor  # labels of the first test images, the sweep's severity 0
 
     def __call__(self, src: Source) -> dict[str, Any]:
         corr = None
-        if self.corruption_y is not None:
-            corr = corruption_results(src, self.corruption_y, self.corruptions, self.severities)
+        if self.corrupted is not None:
+            corr = corruption_results(src, self.corrupted.y, self.corruptions, self.severities, self.clean_y)
         return {
             "metrics": model_metrics(src, self.ref),
             "ood": ood_results(src, self.sets, self.scores),
@@ -123,6 +135,15 @@ def _run_entry(run: Run, preds: Predictions, measure: Measure, cfg: EvalCfg, run
         notes.append(f"{run.key}: no perturbation statistics in {run.path / 'summary.json'}.")
     entry.update(diversity=div, perturbation=perturb, std=None, per_member=None)
     return entry
+
+
+def _corruption_source(cfg: EvalCfg, runs: Runs, names: list[str], n: int) -> CorruptedImages:
+    s = runs.splits
+    if cfg.cifar10c is None:
+        return made_here(s.test_x[:n], s.test_y[:n], cfg.batch_size, cfg.corruption_seed, cfg.frost_images)
+    if runs.recipe.data.name != "cifar10" or runs.recipe.data.holdout_classes:
+        raise UserError("evaluate.cifar10c: the released CIFAR-10-C needs a CIFAR-10 teacher without held-out classes")
+    return released_cifar10c(cfg.cifar10c, names, n, (s.meta.channels, *s.meta.size))
 
 
 def _dataset(runs: Runs) -> dict[str, Any]:
@@ -169,21 +190,19 @@ def evaluate_runs(
     names, severities = corruption_names(cfg.corruptions), check_severities(cfg.severities)
     n_corr = min(cfg.corruption_limit, len(runs.splits.test_y))
     swept = bool(names and severities and n_corr > 0)
-    frost = frost_source(names, cfg.frost_images) if swept else None
+    source = _corruption_source(cfg, runs, names, n_corr) if swept else None
+    frost = frost_source(names, cfg.frost_images) if swept and cfg.cifar10c is None else None
     sets, notes = load_ood_sets(cfg.ood, runs.splits)
     clock = _Clock()
     preds = _predict(runs, sets, cfg, device)
     clock.lap("predict")
-    if swept:
-        x_corr = runs.splits.test_x[:n_corr]
-        sweep(list(preds.values()), x_corr, names, severities, cfg.batch_size, cfg.corruption_seed, cfg.frost_images)
+    if source is not None:
+        sweep(list(preds.values()), source, names, severities)
         clock.lap("corruptions")
     else:
         notes.append("corruption sweep off (evaluate.corruptions, severities or corruption_limit empty).")
     ref = make_reference(preds["teacher"], runs.splits.val_y, runs.splits.test_y)
-    measure = Measure(
-        ref, sets, list(cfg.ood_scores), names, severities, runs.splits.test_y[:n_corr] if swept else None
-    )
+    measure = Measure(ref, sets, list(cfg.ood_scores), names, severities, source, runs.splits.test_y[:n_corr])
     models = {"members": _members_entry(preds["teacher"], measure)}
     for run in runs.all:
         models[run.key] = _run_entry(run, preds[run.key], measure, cfg, runs, notes)
@@ -223,9 +242,10 @@ def evaluate_runs(
         "corruptions": {
             "names": names if swept else [],
             "severities": severities if swept else [],
-            "images": n_corr,
-            "seed": cfg.corruption_seed,
+            "images": len(source.y) if source is not None else 0,
+            "seed": cfg.corruption_seed if cfg.cifar10c is None else None,
             "frost": frost,
+            "source": source.source if source is not None else None,
         },
         "dee_curve": ref.curve,
         "models": models,

@@ -1,14 +1,25 @@
 """Robustness to corruptions: the CIFAR-10-C corruptions x severities on the first test images.
 
 Each corrupted set is made once and passed through every model (then only the logits are kept); severity 0 is
-the same images, clean. Per model and severity: accuracy, NLL and ECE of the averaged probabilities, averaged
-over the corruptions (and each corruption on its own). Image ``i`` of the swept images draws its noise from
-``(seed, i)`` alone, so the numbers do not depend on the evaluation batch size.
+the first test images, clean. Per model and severity: accuracy, NLL and ECE of the averaged probabilities,
+averaged over the corruptions (and each corruption on its own).
+
+Where the corrupted images come from (a :class:`CorruptedImages`):
+
+* :func:`made_here`: the test images corrupted by :mod:`distill.data.corruptions`. Image ``i`` draws its noise
+  from ``(seed, i)`` alone, so the numbers do not depend on the evaluation batch size;
+* :func:`released_cifar10c`: the released CIFAR-10-C arrays (``evaluate.cifar10c``), the first N images of each
+  severity with the release's labels, for numbers comparable with published ones. Its images are CIFAR-10's test
+  images in the release's order, which need not be the order of this project's test split, so severity 0 (this
+  split's first N test images) is then a different draw of clean images.
 """
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -66,19 +77,46 @@ def corrupted(
     )
 
 
-def sweep(
-    preds: list[Predictions],
-    x: Tensor,
-    names: list[str],
-    severities: list[int],
-    batch_size: int,
-    seed: int = 0,
-    frost_images: str | None = None,
-) -> None:
+@dataclass(frozen=True)
+class CorruptedImages:
+    """``images(name, severity) -> uint8 (N, C, H, W)``, their labels ``y (N,)`` and, for the report, where they
+    come from."""
+
+    images: Callable[[str, int], Tensor]
+    y: Tensor
+    source: str
+
+
+def made_here(x: Tensor, y: Tensor, batch_size: int, seed: int = 0, frost_images: str | None = None) -> CorruptedImages:
+    return CorruptedImages(
+        lambda name, sev: corrupted(x, name, sev, batch_size, seed, frost_images),
+        y,
+        f"made here (distill.data.corruptions) from the first {len(y)} test images, noise seed {seed}",
+    )
+
+
+def released_cifar10c(root: str, names: list[str], n: int, shape: tuple[int, ...]) -> CorruptedImages:
+    """The first ``n`` images of each severity of the released CIFAR-10-C at ``root``; ``shape`` is the models'
+    ``(C, H, W)``, checked against the release's first array before any model runs."""
+    from distill.data.benchmarks import cifar10c_folder, load_cifar10c
+
+    folder = cifar10c_folder(root, names)
+    x, y = load_cifar10c(folder, names[0], 1)
+    if tuple(x.shape[1:]) != tuple(shape):
+        raise UserError(f"evaluate.cifar10c {root}: images {tuple(x.shape[1:])}, the models take {tuple(shape)}")
+    n = min(n, len(y))
+    return CorruptedImages(
+        lambda name, sev: load_cifar10c(folder, name, sev)[0][:n],
+        y[:n],
+        f"the released CIFAR-10-C in {Path(folder)}, its first {n} images of each severity and their labels",
+    )
+
+
+def sweep(preds: list[Predictions], source: CorruptedImages, names: list[str], severities: list[int]) -> None:
     """Fill every model's cache with its logits on every corrupted set."""
     for name in names:
         for sev in severities:
-            xc = corrupted(x, name, sev, batch_size, seed, frost_images)
+            xc = source.images(name, sev)
             for p in preds:
                 p.logits(key(name, sev), xc)
 
@@ -88,11 +126,12 @@ def _measures(logits: Tensor, y: Tensor) -> dict[str, float]:
     return {"acc": accuracy(p, y), "nll": nll(p, y), "ece": ece(p, y, N_BINS)}
 
 
-def corruption_results(src: Source, y: Tensor, names: list[str], severities: list[int]) -> dict:
+def corruption_results(src: Source, y: Tensor, names: list[str], severities: list[int], clean_y: Tensor) -> dict:
     """``{"severity": {"0": clean, "1": mean over corruptions, ...}, "corruptions": {name: {"1": ..., ...}}}``,
-    each entry ``{acc, nll, ece}``; ``y`` are the labels of the images swept (the first ``len(y)`` test images)."""
+    each entry ``{acc, nll, ece}``; ``y`` are the labels of the corrupted images, ``clean_y`` those of the first
+    ``len(clean_y)`` test images (severity 0)."""
     per = {n: {str(s): _measures(src.logits(key(n, s)), y) for s in severities} for n in names}
-    by_sev = {"0": _measures(src.logits("test")[:, : len(y)], y)}
+    by_sev = {"0": _measures(src.logits("test")[:, : len(clean_y)], clean_y)}
     for s in severities:
         by_sev[str(s)] = {m: statistics.fmean(per[n][str(s)][m] for n in names) for m in MEASURES}
     return {"severity": by_sev, "corruptions": per}

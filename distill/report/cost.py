@@ -26,7 +26,7 @@ import torch
 from distill.bench.timing import count_flops, interleaved, stats
 from distill.export import UncertaintyDeployable, export_onnx_checked
 from distill.recipe import CostCfg
-from distill.report.runs import Run
+from distill.runs import Run
 
 RELATIVE = ("flops_per_image", "params", "latency_ms", "images_per_s")
 

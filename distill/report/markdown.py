@@ -236,9 +236,11 @@ def _corruption(r: dict) -> Lines:
         return []
     sevs = ["0", *(str(s) for s in c["severities"])]
     text = (
-        f"{len(c['names'])} corruptions ({', '.join(c['names'])}) on the first {c['images']} test images; each "
-        "severity averages the corruptions; severity 0 = the same images, clean."
+        f"{len(c['names'])} corruptions ({', '.join(c['names'])}), {c['images']} images each; each severity averages "
+        f"the corruptions; severity 0 = the first {c['images']} test images, clean."
     )
+    if c.get("source"):
+        text += f" Corrupted images: {c['source']}."
     if c.get("frost"):
         text += f" Frost: {c['frost']}."
     lines = heading("Corruptions", text)
