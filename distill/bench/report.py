@@ -40,6 +40,12 @@ def _teacher(t: dict, device: str) -> list[str]:
         f"- SDDE with the diversity batch in train-mode BatchNorm (diversity_bn: train) / SDDE: "
         f"{t['sdde_train_bn_over_sdde']:.2f}x",
     ]
+    if "plain_over_best_de" in t:
+        lines += [
+            f"- plain per-member fp32 loop / best DE step ({t['best_de']}): **{t['plain_over_best_de']:.2f}x** "
+            "(> 1: the toolkit's step is faster)",
+            f"- SDDE / DE in the best DE setting: {t['best_sdde_over_best_de']:.2f}x",
+        ]
     if "vmap_over_loop" in t:
         v = t["vmap_over_loop"]
         lines.append(f"- vmap / loop step time: DE {v['de']:.2f}x, SDDE {v['sdde']:.2f}x (> 1: the loop is faster)")

@@ -49,12 +49,38 @@ def member_modes(cfg: BenchConfig, teacher: nn.Module) -> list[str]:
     return ["loop", "vmap"] if teacher.homogeneous and cfg.members > 1 else ["loop"]
 
 
+def in_bf16(step: Callable[[], None], device: torch.device) -> Callable[[], None]:
+    """``step`` under bf16 autocast, as ``run.mixed_precision: bf16`` runs the loop (Accelerate's autocast)."""
+
+    def run() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            step()
+
+    return run
+
+
+def plain_member_loop(teacher: nn.Module, batch: Batch) -> Callable[[], None]:
+    """The "official-style" baseline: each member its own module, optimizer and fp32 step, one after the other
+    (forward, CE, backward, step), as per-member training scripts do; no objective, no ensemble wrapper."""
+    members = [m.train() for m in clone(teacher).members]
+    opts = [sgd_optimizer(m) for m in members]
+
+    def step() -> None:
+        for m, opt, x, y in zip(members, opts, batch.x, batch.y):
+            logits, _ = m(x)
+            torch.nn.functional.cross_entropy(logits, y).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    return step
+
+
 # --- teacher steps -------------------------------------------------------------------------------------------
 
 
 def teacher_steps(cfg: BenchConfig, device: torch.device) -> dict:
-    """DE and SDDE steps in every member mode (and SDDE reusing the training forward, and SDDE with the diversity
-    batch in train-mode BatchNorm), interleaved."""
+    """DE and SDDE steps in every member mode (on CUDA also under bf16 autocast), SDDE reusing the training forward,
+    SDDE with the diversity batch in train-mode BatchNorm, and the plain per-member fp32 loop, interleaved."""
     base = make_teacher(cfg)
     headline = base.resolved_mode(device)
     x, y = step_batch(cfg, cfg.members)
@@ -69,6 +95,13 @@ def teacher_steps(cfg: BenchConfig, device: torch.device) -> dict:
     cases[f"sdde_train_bn/{headline}"] = train_step(
         clone(base, headline), bench_objective("sdde", cfg, diversity_bn="train"), batch
     )
+    if device.type == "cuda":  # bf16 is what tensor cores are for; this CPU has no bf16 units (docs/performance.md)
+        for mode in member_modes(cfg, base):
+            for name in ("de", "sdde"):
+                cases[f"{name}/{mode}/bf16"] = in_bf16(
+                    train_step(clone(base, mode), bench_objective(name, cfg), batch), device
+                )
+    cases["plain_fp32_loop"] = plain_member_loop(base, batch)
     times = interleaved(cases, device, cfg.reps, cfg.warmup)
     steps = {k: stats(v) for k, v in times.items()}
     med = {k: v["median_ms"] for k, v in steps.items()}
@@ -83,6 +116,12 @@ def teacher_steps(cfg: BenchConfig, device: torch.device) -> dict:
         "sdde_same_batch_over_de": med[f"sdde_same_batch/{headline}"] / med[f"de/{headline}"],
         "sdde_train_bn_over_sdde": med[f"sdde_train_bn/{headline}"] / med[f"sdde/{headline}"],
     }
+    de_cases = {k: v for k, v in med.items() if k.startswith("de/")}
+    best = min(de_cases, key=de_cases.get)
+    out["best_de"] = best
+    out["plain_over_best_de"] = med["plain_fp32_loop"] / de_cases[best]  # > 1: the best DE step is faster
+    sdde_best = best.replace("de/", "sdde/", 1)
+    out["best_sdde_over_best_de"] = med[sdde_best] / de_cases[best]
     if "de/vmap" in med:
         out["vmap_over_loop"] = {
             "de": med["de/vmap"] / med["de/loop"],

@@ -1,0 +1,105 @@
+"""Where the CIFAR-10 CPU teacher step goes, and whether packing the members into grouped convolutions helps
+(issue 15's CPU question). One thread, medians of interleaved timings after warm-up.
+
+    OMP_NUM_THREADS=1 python tools/cpu_teacher_step.py
+
+1. the DE step of recipes/cifar10_cpu.yaml's teacher (4 x airnet_cpu, batch 128 per member, per-member batches,
+   summed CE, SGD) with contiguous and with channels-last weights (the recipe's run.channels_last);
+2. the share of the channels-last step per operator (torch.profiler, 3 steps);
+3. forward + backward of one 3x3 convolution per airnet_cpu layer shape: the 4 members one after the other vs
+   one grouped convolution over the members' stacked channels (Packed-Ensembles' execution, equal to the
+   separate members when every member has its own batch).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+from distill.data.base import DatasetMeta
+from distill.data.batches import Batch
+from distill.models import build_model, ensemble_spec
+from distill.models.ensemble import to_channels_last
+from distill.objectives import objective_from_recipe
+
+M, B = 4, 128
+
+
+def medians(cases: dict[str, Callable[[], None]], reps: int = 7, warmup: int = 2) -> dict[str, float]:
+    for fn in cases.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(reps):
+        for k, fn in cases.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: 1000 * sorted(v)[len(v) // 2] for k, v in times.items()}
+
+
+def teacher_step(channels_last: bool) -> Callable[[], None]:
+    torch.manual_seed(0)
+    meta = DatasetMeta("cifar10", 10, 3, (32, 32), (0.5,) * 3, (0.25,) * 3)
+    model = build_model(ensemble_spec("airnet_cpu", M), meta).train()
+    if channels_last:
+        to_channels_last(model)
+    obj = objective_from_recipe({"name": "de", "same_batch": False, "ce_reduction": "sum"}, "teacher.objective")[0]
+    g = torch.Generator().manual_seed(1)
+    batch = Batch(torch.rand(M, B, 3, 32, 32, generator=g), torch.randint(10, (M, B), generator=g))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+
+    def step() -> None:
+        loss, _ = obj(model, batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def conv_cases(c: int, h: int) -> dict[str, Callable[[], None]]:
+    cl = torch.channels_last
+    xs = [torch.randn(B, c, h, h).contiguous(memory_format=cl).requires_grad_() for _ in range(M)]
+    ws = [torch.randn(c, c, 3, 3).contiguous(memory_format=cl).requires_grad_() for _ in range(M)]
+    xg = torch.randn(B, M * c, h, h).contiguous(memory_format=cl).requires_grad_()
+    wg = torch.randn(M * c, c, 3, 3).contiguous(memory_format=cl).requires_grad_()
+
+    def separate() -> None:
+        for x, w in zip(xs, ws):
+            F.conv2d(x, w, padding=1).sum().backward()
+
+    def grouped() -> None:
+        F.conv2d(xg, wg, padding=1, groups=M).sum().backward()
+
+    return {"separate": separate, "grouped": grouped}
+
+
+def main() -> None:
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    steps = {"contiguous": teacher_step(False), "channels_last": teacher_step(True)}
+    med = medians(steps)
+    print(
+        f"DE teacher step, {M} x airnet_cpu, batch {B} per member: "
+        + ", ".join(f"{k} {v:.0f} ms" for k, v in med.items())
+    )
+    print(f"contiguous / channels-last: {med['contiguous'] / med['channels_last']:.2f}x")
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(3):
+            steps["channels_last"]()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    print("share of the channels-last step: " + ", ".join(
+        f"{e.key} {100 * e.self_cpu_time_total / total:.0f}%" for e in events[:5]))  # fmt: skip
+    print("3x3 conv forward + backward, 4 members (ms): shape | separate | grouped | separate / grouped")
+    for c, h in [(32, 16), (32, 8), (64, 8), (64, 4), (128, 4), (128, 2)]:
+        r = medians(conv_cases(c, h), reps=5)
+        print(f"  {c} ch {h}x{h} | {r['separate']:.1f} | {r['grouped']:.1f} | {r['separate'] / r['grouped']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
