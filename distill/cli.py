@@ -95,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--single", type=Path, help="single-model baseline run directory")
     p.add_argument("--out", required=True, type=Path, help="where report.json, report.md and figures go")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="evaluate.KEY=VALUE",
+        help="override the teacher's recipe's evaluate section, e.g. --set evaluate.cifar10c=PATH (repeatable)",
+    )
 
     p = sub.add_parser("analyze", help="why ensembles work: loss landscape (Fort et al.) and design diversity")
     asub = p.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
@@ -179,8 +187,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "evaluate":
             from distill.report import evaluate_runs, format_gap_table
+            from distill.resolve import evaluate_section
 
-            report = evaluate_runs(args.teacher, args.students, args.single, args.out)
+            cfg = evaluate_section(args.teacher, args.overrides) if args.overrides else None
+            report = evaluate_runs(args.teacher, args.students, args.single, args.out, cfg)
             print(format_gap_table(report))
             return 0
         if args.command == "analyze":

@@ -432,6 +432,11 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
             raise UserError(f"--recipe {p}: not valid YAML{where}: {problem}") from None
         if not isinstance(tree, dict):
             raise UserError(f"--recipe {p}: expected a mapping at the top level")
+    return apply_overrides(tree, overrides)
+
+
+def apply_overrides(tree: dict, overrides: list[str] = ()) -> Recipe:
+    """The recipe ``tree`` (a recipe file's mapping, or a run's ``model.json`` recipe) with ``--set`` overrides."""
     # YAML aliases (*train) share one object between sections; a round trip through JSON gives each
     # section its own copy, so `--set single.train.epochs=1` changes the single model only.
     tree = json.loads(json.dumps(tree))

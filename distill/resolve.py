@@ -10,8 +10,10 @@ same functions the stages use, so the messages are the stages' own (each names i
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from distill import UserError, unknown
-from distill.recipe import DataCfg, Recipe, StudentCfg, TeacherCfg, load_recipe
+from distill.recipe import DataCfg, EvalCfg, Recipe, StudentCfg, TeacherCfg, apply_overrides, load_recipe
 
 
 def _check_arch(arch: str, key: str) -> None:
@@ -113,3 +115,17 @@ def _check_cifar10c(data: DataCfg, root: str, names: list[str]) -> None:
 def load_checked(path: str | None, overrides: list[str] = ()) -> Recipe:
     """:func:`~distill.recipe.load_recipe`, then :func:`check_recipe`: what every command reads a recipe with."""
     return check_recipe(load_recipe(path, overrides))
+
+
+def evaluate_section(teacher: Path, overrides: list[str]) -> EvalCfg:
+    """The teacher's recipe's ``evaluate`` section with ``--set evaluate.*`` overrides, checked as every recipe
+    is. Only ``evaluate`` keys: the rest of the recipe is what the runs were trained with."""
+    from distill.checkpoint import read_model_info
+
+    for text in overrides:
+        if not text.split("=", 1)[0].strip().startswith("evaluate."):
+            raise UserError(f"--set {text}: distill evaluate takes evaluate.* keys only (the runs fix the rest)")
+    info = read_model_info(teacher)
+    if not isinstance(info.get("recipe"), dict):
+        raise UserError(f"--teacher {teacher / 'model.json'}: no recipe; expected a run directory written by distill")
+    return check_recipe(apply_overrides(info["recipe"], overrides)).evaluate

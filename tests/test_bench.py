@@ -9,6 +9,7 @@ import torch
 
 from distill import UserError
 from distill.bench import SECTIONS, run_bench
+from distill.perturb import PERTURBATIONS
 
 
 def test_quick_bench_writes_every_section(tmp_path):
@@ -19,7 +20,8 @@ def test_quick_bench_writes_every_section(tmp_path):
     assert t["mode"] == "loop" and t["de_member_images_per_s"] > 0 and t["sdde_over_de"] > 1
     assert {"de/loop", "sdde/loop", "de/vmap", "sdde/vmap"} <= set(t["steps"])
     assert "sdde_train_bn/loop" in t["steps"] and t["sdde_train_bn_over_sdde"] > 0
-    assert set(on_disk["student"]["over_plain_kd"]) == {"none", "gaussian", "ods", "confods", "disagree"}
+    assert set(on_disk["student"]["over_plain_kd"]) == set(PERTURBATIONS)  # every registered method, mixup included
+    assert "mixup" in PERTURBATIONS and "plain_fp32_loop" in t["steps"] and t["plain_over_best_de"] > 0
     assert on_disk["student"]["over_plain_kd"]["none"] == 1.0
     fractions = on_disk["sdde_breakdown"]["parts_fractions"]
     assert abs(sum(fractions.values()) - 1) < 1e-6 and all(v >= 0 for v in fractions.values())

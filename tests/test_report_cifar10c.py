@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -59,6 +60,30 @@ def test_report_sweeps_the_released_arrays(tmp_path, monkeypatch):
     assert fog_t["2"] == pytest.approx(clean, abs=1e-12)
     assert fog_t["1"]["nll"] != pytest.approx(clean["nll"], abs=1e-6)
     assert "released CIFAR-10-C" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_evaluate_set_adds_cifar10c_to_a_finished_run(tmp_path, monkeypatch, capsys):
+    """A run trained without evaluate.cifar10c is reported on the release by `distill evaluate --set`."""
+    from distill.cli import main
+
+    monkeypatch.setenv("DISTILL_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(1)
+    test_x, test_y = _write_cifar10(tmp_path / "cifar", rng)
+    c = tmp_path / "CIFAR-10-C"
+    c.mkdir()
+    np.save(c / "fog.npy", np.concatenate([test_x] * 5))
+    np.save(c / "labels.npy", np.tile(test_y, 5))
+    train_ensemble(recipe_from_dict(_recipe(tmp_path / "cifar")), tmp_path / "teacher")
+    argv = ["evaluate", "--teacher", str(tmp_path / "teacher"), "--out", str(tmp_path / "rep")]
+    assert main([*argv, "--set", "teacher.members=3"]) == 2
+    assert "evaluate.* keys only" in capsys.readouterr().err
+    assert main([*argv, "--set", f"evaluate.cifar10c={tmp_path / 'nowhere'}"]) == 2
+    assert "evaluate.cifar10c" in capsys.readouterr().err and not (tmp_path / "rep").exists()
+    assert main([*argv, "--set", f"evaluate.cifar10c={c}", "--set", "evaluate.severities=[3]"]) == 0
+    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert "released CIFAR-10-C" in rep["corruptions"]["source"] and rep["corruptions"]["severities"] == [3]
+    sev = rep["models"]["teacher"]["corruption"]["severity"]
+    assert sev["3"] == pytest.approx(sev["0"], abs=1e-12)  # the release's images are the test images here
 
 
 def test_cifar10c_key_is_checked_before_training(tmp_path):

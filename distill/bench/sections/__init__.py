@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from distill.bench.sections.breakdown import sdde_breakdown
-from distill.bench.sections.steps import PERTURBATIONS, student_steps, teacher_steps
+from distill.bench.sections.steps import student_steps, teacher_steps
 from distill.bench.sections.throughput import epoch, flops, inference
 
-__all__ = ["PERTURBATIONS", "epoch", "flops", "inference", "sdde_breakdown", "student_steps", "teacher_steps"]
+__all__ = ["epoch", "flops", "inference", "sdde_breakdown", "student_steps", "teacher_steps"]

@@ -13,9 +13,7 @@ from distill.bench.timing import interleaved, stats
 from distill.data.batches import Batch
 from distill.objectives import objective_from_recipe
 from distill.objectives.student import KD
-from distill.perturb import make_perturbation
-
-PERTURBATIONS = ("none", "gaussian", "ods", "confods", "disagree")
+from distill.perturb import PERTURBATIONS, make_perturbation
 
 
 def bench_objective(name: str, cfg: BenchConfig, same_batch: bool = False, **extra):
