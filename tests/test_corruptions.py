@@ -630,3 +630,35 @@ def test_spatter_adds_water_or_covers_with_mud(natural_rgb) -> None:
     brown = torch.tensor([63.0, 42.0, 20.0]).view(1, 3, 1, 1).double()
     # where the mud weight is 1 the pixel is mud brown
     assert ((mud - brown).abs().amax(1) <= 1).any()
+
+
+def test_one_corruption_table_for_the_report_and_the_analyses() -> None:
+    """The analyses' table is the report's (``corruption_table``): the same acc / NLL on the same probabilities,
+    severity means over the corruptions, and the overall mean over every (corruption, severity)."""
+    from distill.analysis.common import corruption_scores
+    from distill.report.corruption import corruption_table
+
+    g = torch.Generator().manual_seed(0)
+    keys = [(n, s) for n in ("fog", "snow") for s in (1, 3)]
+    y = torch.tensor([0, 1, 2, 1, 0])
+    probs = torch.softmax(torch.randn(len(keys) * len(y), 3, generator=g, dtype=torch.float64), -1)  # (S * N, K)
+    # a hand-made case for one entry: the fraction of rows whose argmax is the label
+    first = probs[: len(y)]
+    a = corruption_scores(probs, y, keys)
+    assert a["corruption"]["fog"]["1"]["acc"] == pytest.approx(float((first.argmax(-1) == y).double().mean()))
+    assert a["corruption"]["fog"]["1"]["nll"] == pytest.approx(float(-first[torch.arange(5), y].log().mean()))
+    r = corruption_table(
+        lambda n, s: probs[keys.index((n, s)) * 5 : (keys.index((n, s)) + 1) * 5],
+        y,
+        ["fog", "snow"],
+        [1, 3],
+        ("acc", "nll", "ece"),
+    )
+    for n, s in keys:
+        for m in ("acc", "nll"):
+            assert a["corruption"][n][str(s)][m] == r["corruptions"][n][str(s)][m]
+    assert a["severity"]["3"]["nll"] == pytest.approx(
+        (a["corruption"]["fog"]["3"]["nll"] + a["corruption"]["snow"]["3"]["nll"]) / 2
+    )
+    assert a["mean"]["brier"] == pytest.approx(np.mean([a["corruption"][n][str(s)]["brier"] for n, s in keys]))
+    assert set(r["corruptions"]["fog"]["1"]) == {"acc", "nll", "ece"}

@@ -94,6 +94,7 @@ def cost_rows(report: dict, reps: int = 20) -> list[str]:
                         times.append(time.perf_counter() - t)
             cells.append(f"{statistics.median(times) * 1000:.2f}")
         lines.append(f"| {key} | {n_params:,} | {cells[0]} | {cells[1]} |")
+    return lines
 
 
 def _table(

@@ -7,14 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from distill import UserError
-from distill.metrics import accuracy, brier, nll
 from distill.models.ensemble import Ensemble
 from distill.predict import predict_logits
+from distill.report.corruption import corrupted, corruption_table, measure
 
 
 def pick_device(device: str | torch.device | None) -> torch.device:
@@ -37,7 +36,6 @@ def corruption_set(
     The images are the report's (:func:`distill.report.corruption.corrupted`): image ``i``'s noise comes from
     ``(seed, i)``, so an analysis and a report with the same seed measure the same corrupted bytes."""
     from distill.data.corruptions import BENCHMARK
-    from distill.report.corruption import corrupted
 
     names = list(BENCHMARK) if names is None else list(names)  # None: CIFAR-10-C's 15, not the extras
     keys = [(n, s) for n in names for s in severities]
@@ -48,25 +46,27 @@ def corruption_set(
 
 def scores(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """Accuracy, NLL and Brier score of a predictive distribution ``(N, K)``."""
-    return {"acc": accuracy(probs, labels), "nll": nll(probs, labels), "brier": brier(probs, labels)}
+    return measure(probs, labels, ("acc", "nll", "brier"))
 
 
 def corruption_scores(probs: torch.Tensor, labels: torch.Tensor, keys: list[tuple[str, int]]) -> dict[str, Any]:
-    """``probs (S * N, K)`` on :func:`corruption_set` -> scores per corruption and severity, per severity (mean
-    over corruptions) and overall (mean over both)."""
+    """``probs (S * N, K)`` on :func:`corruption_set` -> the report's corruption table
+    (:func:`distill.report.corruption.corruption_table`) with accuracy, NLL and Brier score: per corruption and
+    severity, per severity (mean over corruptions) and overall (mean over both)."""
     if not keys:
         return {}
     n = len(labels)
-    per = {}
-    for i, (name, sev) in enumerate(keys):
-        per.setdefault(name, {})[str(sev)] = scores(probs[i * n : (i + 1) * n], labels)
+    index = {k: i for i, k in enumerate(keys)}
+    names = list(dict.fromkeys(name for name, _ in keys))
     severities = sorted({s for _, s in keys})
-    by_sev = {
-        str(s): {m: float(np.mean([per[name][str(s)][m] for name in per])) for m in ("acc", "nll", "brier")}
-        for s in severities
-    }
-    overall = {m: float(np.mean([v[m] for d in per.values() for v in d.values()])) for m in ("acc", "nll", "brier")}
-    return {"mean": overall, "severity": by_sev, "corruption": per}
+    table = corruption_table(
+        lambda name, sev: probs[index[name, sev] * n : (index[name, sev] + 1) * n],
+        labels,
+        names,
+        severities,
+        ("acc", "nll", "brier"),
+    )
+    return {"mean": table["mean"], "severity": table["severity"], "corruption": table["corruptions"]}
 
 
 def check_options(analysis: str, opts: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:

@@ -26,10 +26,18 @@ from torch import Tensor
 
 from distill import UserError
 from distill.data.corruptions import BENCHMARK, CORRUPTIONS, corrupt, load_frost_photos
-from distill.metrics import accuracy, ece, nll
+from distill.metrics import accuracy, brier, ece, nll
 from distill.report.evaluate import N_BINS, Source
 from distill.report.predictions import Predictions, mean_probs64
 
+# Every measure a corruption table can hold, on a predictive distribution ``probs (N, K)`` and labels ``(N,)``.
+# The report keeps acc / NLL / ECE; the analyses acc / NLL / Brier (their targets predate the report's ECE).
+PROB_MEASURES: dict[str, Callable[[Tensor, Tensor], float]] = {
+    "acc": accuracy,
+    "nll": nll,
+    "ece": lambda p, y: ece(p, y, N_BINS),
+    "brier": brier,
+}
 MEASURES = ("acc", "nll", "ece")
 
 
@@ -121,17 +129,32 @@ def sweep(preds: list[Predictions], source: CorruptedImages, names: list[str], s
                 p.logits(key(name, sev), xc)
 
 
-def _measures(logits: Tensor, y: Tensor) -> dict[str, float]:
-    p = mean_probs64(logits)
-    return {"acc": accuracy(p, y), "nll": nll(p, y), "ece": ece(p, y, N_BINS)}
+def measure(probs: Tensor, y: Tensor, measures: tuple[str, ...] = MEASURES) -> dict[str, float]:
+    """The named :data:`PROB_MEASURES` of ``probs (N, K)`` against ``y (N,)``."""
+    return {m: PROB_MEASURES[m](probs, y) for m in measures}
+
+
+def corruption_table(
+    probs: Callable[[str, int], Tensor],
+    y: Tensor,
+    names: list[str],
+    severities: list[int],
+    measures: tuple[str, ...] = MEASURES,
+) -> dict[str, dict]:
+    """The one corruption table of the report and the analyses: ``probs(name, severity) -> (N, K)`` on the
+    corrupted images with labels ``y (N,)`` -> ``{"corruptions": {name: {"1": {measure: v}, ...}}, "severity":
+    {"1": mean over the corruptions, ...}, "mean": mean over every (corruption, severity)}``."""
+    per = {n: {str(s): measure(probs(n, s), y, measures) for s in severities} for n in names}
+    by_sev = {str(s): {m: statistics.fmean(per[n][str(s)][m] for n in names) for m in measures} for s in severities}
+    entries = [v for d in per.values() for v in d.values()]
+    overall = {m: statistics.fmean(v[m] for v in entries) for m in measures} if entries else {}
+    return {"corruptions": per, "severity": by_sev, "mean": overall}
 
 
 def corruption_results(src: Source, y: Tensor, names: list[str], severities: list[int], clean_y: Tensor) -> dict:
     """``{"severity": {"0": clean, "1": mean over corruptions, ...}, "corruptions": {name: {"1": ..., ...}}}``,
     each entry ``{acc, nll, ece}``; ``y`` are the labels of the corrupted images, ``clean_y`` those of the first
     ``len(clean_y)`` test images (severity 0)."""
-    per = {n: {str(s): _measures(src.logits(key(n, s)), y) for s in severities} for n in names}
-    by_sev = {"0": _measures(src.logits("test")[:, : len(clean_y)], clean_y)}
-    for s in severities:
-        by_sev[str(s)] = {m: statistics.fmean(per[n][str(s)][m] for n in names) for m in MEASURES}
-    return {"severity": by_sev, "corruptions": per}
+    table = corruption_table(lambda n, s: mean_probs64(src.logits(key(n, s))), y, names, severities)
+    clean = measure(mean_probs64(src.logits("test")[:, : len(clean_y)]), clean_y)
+    return {"severity": {"0": clean, **table["severity"]}, "corruptions": table["corruptions"]}
