@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from distill.cli import main
@@ -91,6 +93,16 @@ def test_run_students_trains_and_reports_only_those(tmp_path, capsys):
     assert main([*args, "--students", "kd"]) == 0
     assert capsys.readouterr().out.count("[reuse]") == 3
     assert list(json.loads((out / "report" / "report.json").read_text())["runs"]["students"]) == ["kd"]
+    # the seeds' aggregate reads the run as a user's command does; --cost times every model of the report
+    agg = tmp_path / "agg.md"
+    cmd = [sys.executable, str(ROOT / "tools/aggregate_reports.py"), str(out), "--out", str(agg), "--cost"]
+    subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
+    text = agg.read_text()
+    assert "| single |" in text and "| kd |" in text and "Parameters and CPU latency" in text
+    rows = [line.split(" | ") for line in text.split("Parameters and CPU latency", 1)[1].splitlines()]
+    cost = {r[0][2:]: r[1:] for r in rows if r[0].startswith("| ") and r[0] != "| model"}
+    assert list(cost) == ["single", "teacher", "kd"]  # every model of the report, each with its numbers
+    assert all(float(c[1]) > 0 and float(c[2].rstrip(" |")) > 0 for c in cost.values())
 
 
 def test_cifar10_cpu_script_runs_named_students_and_the_sdde_teacher(tmp_path):
