@@ -287,7 +287,7 @@ def _prepare(model: nn.Module, objective: Objective, s: FitSetup) -> _Prepared:
         to_channels_last(model)
     if s.run.compile and isinstance(model, Ensemble):
         acc.print(f"torch.compile: {compile_ensemble(model, objective.compile_when)}")
-    objective.to(device)
+    objective.to(device, torch.channels_last if s.run.channels_last else torch.contiguous_format)
     optimizer = make_optimizer(model, s.train)
     steps_per_epoch = len(loader) // s.train.grad_accum
     total, base_lr = steps_per_epoch * s.train.epochs, s.train.optim.lr

@@ -143,7 +143,9 @@ class RunCfg:
     log_every: int = 20  # steps between TensorBoard scalars
     progress: bool = True
     cpu: bool = False  # force the CPU even when a GPU is present
-    channels_last: bool = False  # GPU: channels-last conv weights (faster under bf16 on tensor cores)
+    # channels-last conv weights for the trained model and a student's frozen teacher: tensor cores under bf16 on a
+    # GPU; 1.4-1.6x on the CPU for 32x32 nets (docs/performance.md), slower for digits-sized 8x8 inputs
+    channels_last: bool = False
     compile: bool = False  # GPU: torch.compile the members where the objective allows (the objective's compile_when)
     # how an ensemble runs its members (distill/models/ensemble.py): a Python loop, one torch.func.vmap over
     # stacked weights (members of one architecture only), or auto (the loop until a GPU measurement says otherwise)

@@ -130,3 +130,44 @@ def test_student_cli_errors(teacher_dir, tmp_path, capsys):
     assert code == 2 and "student.perturb.name" in capsys.readouterr().err
     code = main(["student", "--teacher", str(tmp_path / "nope"), "--recipe", str(recipe), "--out", str(tmp_path / "s")])
     assert code == 2 and "nope" in capsys.readouterr().err
+
+
+def test_frozen_teacher_takes_the_students_layout():
+    """run.channels_last reaches the student stage's teacher (it runs 2-3 times per step), numbers unchanged."""
+    from distill.data.base import DatasetMeta
+    from distill.data.batches import Batch
+    from distill.models import build_model, ensemble_spec
+    from distill.objectives.student import KD
+    from distill.perturb import make_perturbation
+
+    meta = DatasetMeta("c", 10, 3, (16, 16), (0.5,) * 3, (0.25,) * 3)
+    torch.manual_seed(0)
+    teacher = build_model(ensemble_spec("small_cnn", 2), meta)
+    student = build_model(ensemble_spec("small_cnn", 1), meta)
+    x, y = torch.rand(1, 8, 3, 16, 16), torch.randint(0, 10, (1, 8))
+    losses = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        kd = KD(teacher, make_perturbation("confods"), 0.9, 2.0).to(torch.device("cpu"), fmt)
+        convs = [p for p in kd.teacher.parameters() if p.dim() == 4]
+        assert convs and all(p.is_contiguous(memory_format=fmt) for p in convs)
+        torch.manual_seed(1)  # the same member and projection w drawn for both layouts
+        loss, _ = kd(student, Batch(x, y))
+        losses.append(loss.item())
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
+def test_channels_last_run_passes_the_layout_to_the_teacher(teacher_dir, tmp_path, monkeypatch):
+    from distill.objectives.student import KD
+
+    seen = []
+    original = KD.to
+
+    def spy(self, device, memory_format=torch.contiguous_format):
+        seen.append(memory_format)
+        return original(self, device, memory_format)
+
+    monkeypatch.setattr(KD, "to", spy)
+    recipe = _recipe("none")
+    recipe["run"]["channels_last"] = True
+    train_student(recipe_from_dict(recipe), teacher_dir, tmp_path / "s")
+    assert seen == [torch.channels_last]

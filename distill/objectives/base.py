@@ -32,7 +32,8 @@ class Objective(Protocol):
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Terms]: ...
 
-    def to(self, device: torch.device) -> Objective: ...  # move modules it holds (a student's frozen teacher)
+    # move the modules it holds (a student's frozen teacher) to the loop's device and the model's memory format
+    def to(self, device: torch.device, memory_format: torch.memory_format = torch.contiguous_format) -> Objective: ...
 
     def set_progress(self, fraction: float) -> None: ...  # training progress in [0, 1], for schedules inside it
 
@@ -47,7 +48,7 @@ class ObjectiveBase:
     needs_outliers: bool = False
     compile_when: CompileWhen = "always"
 
-    def to(self, device: torch.device) -> ObjectiveBase:
+    def to(self, device: torch.device, memory_format: torch.memory_format = torch.contiguous_format) -> ObjectiveBase:
         return self
 
     def set_progress(self, fraction: float) -> None:
