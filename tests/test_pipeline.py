@@ -134,3 +134,17 @@ def test_cifar10_cpu_script_runs_named_students_and_the_sdde_teacher(tmp_path):
         [*script, "--set", "students.0.alpha=0.5"], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert stale.returncode == 2 and "students.0.alpha" in stale.stderr, stale.stderr
+
+
+def test_aggregate_marks_values_that_not_every_run_has():
+    """A student trained in one seed of three must not read as a mean over seeds."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("aggregate_reports", ROOT / "tools/aggregate_reports.py")
+    agg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(agg)
+    assert agg.cell([0.5, 0.7]) == "0.6000 ± 0.1414"
+    assert agg.cell([0.5, None, None]) == "0.5000 (1 of 3 runs)"
+    assert agg.cell([0.5, 0.7, None], 2) == "0.60 ± 0.14 (2 of 3 runs)"
+    assert agg.cell([None, None]) == "-"
+    assert agg.union([["kd", "be4"], ["kd", "ods"]]) == ["kd", "be4", "ods"]

@@ -45,12 +45,22 @@ PERTURB = [
 
 
 def cell(values: list[float | None], digits: int = 4) -> str:
+    """Mean ± std of the runs that have the value; a value missing from some runs says how many it covers, so a
+    one-seed number is never read as a mean over seeds."""
     vals = [v for v in values if v is not None]
     if not vals:
         return "-"
-    if len(vals) == 1:
-        return f"{vals[0]:.{digits}f}"
-    return f"{statistics.fmean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
+    text = (
+        f"{vals[0]:.{digits}f}"
+        if len(vals) == 1
+        else f"{statistics.fmean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
+    )
+    return text if len(vals) == len(values) else f"{text} ({len(vals)} of {len(values)} runs)"
+
+
+def union(lists: list[list[str]]) -> list[str]:
+    """Names in first-seen order over the runs (a student trained only in a later run still gets its row)."""
+    return list(dict.fromkeys(n for names in lists for n in names))
 
 
 def with_groups(report: dict) -> dict:
@@ -126,7 +136,7 @@ def _issue14_tables(reports: list[dict], models: list[str]) -> list[str]:
         ["aurc", "acc_cov90", "acc_cov95"],
         lambda m, k: [rep["summary"].get(m, {}).get(k) for rep in reports],
     )
-    students = list(reports[0].get("gain_share") or {})
+    students = union([list(rep.get("gain_share") or {}) for rep in reports])
     keys = [
         "acc",
         "cnll",
@@ -165,7 +175,7 @@ def main() -> None:
     reports = [json.loads((r / "report" / "report.json").read_text()) for r in args.runs]
     for r in reports:
         r["summary"] = with_groups(r)
-    models = list(reports[0]["summary"])
+    models = union([list(r["summary"]) for r in reports])
     sev = max(reports[0]["corruptions"]["severities"] or [0])
     cols = [*COLUMNS, (f"corruption_acc/s{sev}", f"acc @ severity {sev}")] if sev else COLUMNS
     lines = [f"{args.title} ({len(reports)} runs: {', '.join(str(r) for r in args.runs)}); mean ± std", ""]
@@ -186,14 +196,14 @@ def main() -> None:
     if reports[0]["gain_share"]:
         lines += ["", f"Share of the teacher's gain kept (baseline: {reports[0]['reference']}; 1 = all, 0 = none):", ""]
         lines += ["| student | " + " | ".join(g[1] for g in GAIN) + " |", "|---" * (len(GAIN) + 1) + "|"]
-        for m in reports[0]["gain_share"]:
+        for m in union([list(r["gain_share"]) for r in reports]):
             vals = [[r["gain_share"].get(m, {}).get(k) for r in reports] for k, _ in GAIN]
             lines.append(f"| {m} | " + " | ".join(cell(v, 2) for v in vals) + " |")
         lines += ["", "Teacher's gain over the baseline (positive = better):", ""]
         lines += ["| " + " | ".join(g[1] for g in GAIN) + " |", "|---" * len(GAIN) + "|"]
         lines.append("| " + " | ".join(cell([r["teacher_gain"].get(k) for r in reports]) for k, _ in GAIN) + " |")
     lines += _issue14_tables(reports, models)
-    students = [m for m in models if reports[0]["models"][m].get("perturbation")]
+    students = [m for m in models if any((r["models"].get(m) or {}).get("perturbation") for r in reports)]
     if students:
         lines += ["", "Teacher disagreement on the inputs each student was trained on (mean over epochs):", ""]
         lines += ["| student | " + " | ".join(p[1] for p in PERTURB) + " |", "|---" * (len(PERTURB) + 1) + "|"]
@@ -204,7 +214,7 @@ def main() -> None:
             lines.append(f"| {m} | " + " | ".join(cell(v) for v in vals) + " |")
     stages = [json.loads((r / "stages.json").read_text()) for r in args.runs if (r / "stages.json").is_file()]
     if stages:
-        names = list(stages[0])
+        names = union([list(s) for s in stages])
         lines += ["", f"Wall time of each stage, seconds ({len(stages)} runs):", ""]
         lines += ["| " + " | ".join([*names, "total"]) + " |", "|---" * (len(names) + 1) + "|"]
         totals = [sum(s.values()) for s in stages]
