@@ -20,7 +20,7 @@ def row(run: Path) -> list[str]:
     best = hist[s["best_epoch"] - 1] if s.get("best_epoch", 0) > 0 else hist[-1]
     last = hist[-1]
     return [
-        run.name,
+        str(run),  # the path as given: runs of several seeds share their last component
         str(best["epoch"]),
         f"{best['val_acc']:.4f}",
         f"{best['val_nll']:.4f}",
