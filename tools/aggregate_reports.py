@@ -157,9 +157,9 @@ def _issue14_tables(reports: list[dict], models: list[str]) -> list[str]:
         lines += _table(
             "Inference cost relative to the single network (FLOPs and parameters exact; CPU latency at the report's "
             "latency batch and throughput at its largest batch, medians):",
-            [m for m in models if m in costs[0]],
+            [m for m in models if any(m in c for c in costs)],
             ["flops_per_image", "params", "latency_ms", "images_per_s"],
-            lambda m, k: [(c[m].get("relative") or {}).get(k) for c in costs],
+            lambda m, k: [((c.get(m) or {}).get("relative") or {}).get(k) for c in costs],
             digits=2,
         )
     return lines
