@@ -148,3 +148,24 @@ def test_aggregate_marks_values_that_not_every_run_has():
     assert agg.cell([0.5, 0.7, None], 2) == "0.60 ± 0.14 (2 of 3 runs)"
     assert agg.cell([None, None]) == "-"
     assert agg.union([["kd", "be4"], ["kd", "ods"]]) == ["kd", "be4", "ods"]
+
+
+def test_aggregate_cost_table_with_a_student_missing_from_a_later_run():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("aggregate_reports", ROOT / "tools/aggregate_reports.py")
+    agg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(agg)
+
+    def report(students: list[str]) -> dict:
+        models = ["single", "teacher", *students]
+        return {
+            "config": {"ood_scores": ["msp"]},
+            "summary": {m: {"aurc": 0.1} for m in models},
+            "gain_share": {s: {"acc": 0.5} for s in students},
+            "cost": {"models": {m: {"relative": {"flops_per_image": 1.0}} for m in models}},
+        }
+
+    lines = agg._issue14_tables([report(["kd", "mixup"]), report(["kd"])], ["single", "teacher", "kd", "mixup"])
+    mixup = [line for line in lines if line.startswith("| mixup |") and "1.00" in line]
+    assert mixup and "(1 of 2 runs)" in mixup[0]
