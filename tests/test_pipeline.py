@@ -136,13 +136,19 @@ def test_cifar10_cpu_script_runs_named_students_and_the_sdde_teacher(tmp_path):
     assert stale.returncode == 2 and "students.0.alpha" in stale.stderr, stale.stderr
 
 
-def test_aggregate_marks_values_that_not_every_run_has():
-    """A student trained in one seed of three must not read as a mean over seeds."""
+def _aggregate_tool():
+    """tools/aggregate_reports.py as a module (tools/ is not a package)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("aggregate_reports", ROOT / "tools/aggregate_reports.py")
     agg = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(agg)
+    return agg
+
+
+def test_aggregate_marks_values_that_not_every_run_has():
+    """A student trained in one seed of three must not read as a mean over seeds."""
+    agg = _aggregate_tool()
     assert agg.cell([0.5, 0.7]) == "0.6000 ± 0.1414"
     assert agg.cell([0.5, None, None]) == "0.5000 (1 of 3 runs)"
     assert agg.cell([0.5, 0.7, None], 2) == "0.60 ± 0.14 (2 of 3 runs)"
@@ -151,11 +157,7 @@ def test_aggregate_marks_values_that_not_every_run_has():
 
 
 def test_aggregate_cost_table_with_a_student_missing_from_a_later_run():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("aggregate_reports", ROOT / "tools/aggregate_reports.py")
-    agg = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(agg)
+    agg = _aggregate_tool()
 
     def report(students: list[str]) -> dict:
         models = ["single", "teacher", *students]

@@ -217,8 +217,10 @@ def main() -> None:
         names = union([list(s) for s in stages])
         lines += ["", f"Wall time of each stage, seconds ({len(stages)} runs):", ""]
         lines += ["| " + " | ".join([*names, "total"]) + " |", "|---" * (len(names) + 1) + "|"]
-        totals = [sum(s.values()) for s in stages]
-        lines.append("| " + " | ".join([*(cell([s.get(n) for s in stages], 0) for n in names), cell(totals, 0)]) + " |")
+        # a total over different stage sets is no mean of anything: given only where every run ran the same stages
+        same = all(set(s) == set(names) for s in stages)
+        total = cell([sum(s.values()) for s in stages], 0) if same else "- (the runs ran different stages)"
+        lines.append("| " + " | ".join([*(cell([s.get(n) for s in stages], 0) for n in names), total]) + " |")
     if args.cost:
         lines += ["", f"Parameters and CPU latency ({args.runs[0]}; median of 20 calls after 3 warm-up calls):", ""]
         lines += cost_rows(reports[0])
