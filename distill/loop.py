@@ -348,18 +348,21 @@ def _end_epoch(p: _Prepared, s: FitSetup, epoch: int, train_terms: dict[str, flo
     if not all(bool(torch.isfinite(q).all()) for q in net.parameters()):
         # the epoch's last step blew the weights up: never checkpoint them over the last good epoch
         raise _diverged(s, epoch, f"weights are not finite after epoch {epoch + 1}, step {st.global_step}")
-    val = validation_metrics(net, s.splits.val_x, s.splits.val_y, acc.device)
-    acc.log({f"val/{k}": v for k, v in val.items()}, step=st.global_step)
-    score = {"best_val_nll": val["nll"], "best_val_acc": -val["acc"], "last": -epoch}[s.train.select]
-    improved = score <= st.best
-    if improved:
-        st.best, st.best_epoch = score, epoch
+    val, improved = {}, False
+    if s.train.validates(epoch):  # an epoch outside train.validate_last is neither validated nor selectable
+        val = validation_metrics(net, s.splits.val_x, s.splits.val_y, acc.device)
+        acc.log({f"val/{k}": v for k, v in val.items()}, step=st.global_step)
+        score = {"best_val_nll": val["nll"], "best_val_acc": -val["acc"], "last": -epoch}[s.train.select]
+        improved = score <= st.best
+        if improved:
+            st.best, st.best_epoch = score, epoch
     st.history.append(
         {"epoch": epoch + 1, "time_s": st.epoch_times[-1], **train_terms, **{f"val_{k}": v for k, v in val.items()}}
     )
+    shown = f"  val acc {val['acc']:.4f}  nll {val['nll']:.4f}" if val else ""
     acc.print(
-        f"epoch {epoch + 1}/{s.train.epochs}  loss {train_terms['loss']:.4f}  val acc {val['acc']:.4f}  "
-        f"nll {val['nll']:.4f}  {st.epoch_times[-1]:.1f}s" + ("  *" if improved else "")
+        f"epoch {epoch + 1}/{s.train.epochs}  loss {train_terms['loss']:.4f}{shown}  {st.epoch_times[-1]:.1f}s"
+        + ("  *" if improved else "")
     )
     st.epoch = epoch + 1
     if acc.is_main_process:

@@ -249,3 +249,43 @@ def test_member_mode_vmap_with_mixed_architectures_is_refused_up_front():
     r["run"]["member_mode"] = "vmapp"
     with pytest.raises(UserError, match="run.member_mode"):
         recipe_from_dict(r)
+
+
+@pytest.mark.parametrize(
+    ("epochs", "share", "validated"),
+    [(90, 0.34, range(59, 90)), (10, 0.3, [7, 8, 9]), (30, 1.0, range(30)), (5, 1e-6, [4]), (1, 0.34, [0])],
+)
+def test_validate_last_counts_its_share_back_from_the_last_epoch(epochs, share, validated):
+    from distill.recipe import TrainCfg
+
+    cfg = TrainCfg(epochs=epochs, validate_last=share)
+    assert [e for e in range(epochs) if cfg.validates(e)] == list(validated)
+
+
+def test_epochs_before_validate_last_are_trained_but_neither_validated_nor_selectable(tmp_path, monkeypatch):
+    import distill.loop as loop
+
+    calls = []
+    real = loop.validation_metrics
+    monkeypatch.setattr(loop, "validation_metrics", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    raw = tiny_recipe({"name": "de"}, epochs=4)
+    raw["teacher"]["train"]["validate_last"] = 0.5
+    summary = train_ensemble(recipe_from_dict(raw), tmp_path / "r")
+    assert len(calls) == 2
+    assert [("val_nll" in h) for h in summary["history"]] == [False, False, True, True]
+    assert summary["best_epoch"] in (3, 4)
+    _, info = load_model(tmp_path / "r")
+    assert info["epoch"] == summary["best_epoch"]
+    # resuming a run killed before its first validated epoch
+    assert train_ensemble(recipe_from_dict(raw), tmp_path / "k", stop_after=1) == {"stopped_after": 1}
+    assert not (tmp_path / "k" / "model.safetensors").exists()
+    resumed = train_ensemble(recipe_from_dict(raw), tmp_path / "k", resume=True)
+    assert resumed["best_epoch"] == summary["best_epoch"] and resumed["test"] == summary["test"]
+
+
+@pytest.mark.parametrize("bad", [0, -0.5, 1.5])
+def test_validate_last_outside_0_1_is_refused_by_name(bad):
+    raw = tiny_recipe(epochs=2)
+    raw["teacher"]["train"]["validate_last"] = bad
+    with pytest.raises(UserError, match=r"recipe key 'teacher.train.validate_last': expected a number in \(0.0, 1.0\]"):
+        recipe_from_dict(raw)

@@ -130,6 +130,10 @@ def test_cifar10_cpu_script_runs_named_students_and_the_sdde_teacher(tmp_path):
     assert sdde["recipe"]["teacher"]["objective"]["name"] == "sdde"
     report = json.loads((out / "sdde" / "report" / "report.json").read_text())
     assert list(report["runs"]["students"]) == ["kd"] and report["runs"]["single"].endswith("sdde/single")
+    alone = subprocess.run(script, cwd=ROOT, env={**env, "SDDE_STUDENTS": ""}, capture_output=True, text=True)
+    assert alone.returncode == 0, alone.stderr  # set and empty: the SDDE teacher (reused) and its report only
+    report = json.loads((out / "sdde" / "report" / "report.json").read_text())
+    assert report["runs"]["students"] == {} and report["runs"]["teacher"].endswith("sdde/teacher")
     stale = subprocess.run(
         [*script, "--set", "students.0.alpha=0.5"], cwd=ROOT, env=env, capture_output=True, text=True
     )

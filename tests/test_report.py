@@ -267,3 +267,58 @@ def test_frost_from_the_users_photos_is_named_in_the_report(runs, tmp_path):
     with pytest.raises(UserError, match="lacks frost5.jpg"):
         evaluate_runs(runs / "teacher", [], None, tmp_path / "out2", cfg)
     assert not (tmp_path / "out2").exists()
+
+
+def _layout(model: torch.nn.Module) -> str:
+    convs = [p for p in model.parameters() if p.dim() == 4]
+    assert convs
+    cl = [p.is_contiguous(memory_format=torch.channels_last) for p in convs]
+    plain = [p.is_contiguous() for p in convs]  # a 1x1 kernel is both
+    if all(cl) and not all(plain):
+        return "channels_last"
+    return "contiguous" if all(plain) and not all(cl) else "mixed"
+
+
+def test_report_predicts_in_the_recipes_layout_and_times_the_contiguous_module(runs, tmp_path, monkeypatch):
+    import distill.report.cost as cost
+    import distill.report.predictions as predictions
+    from distill.recipe import CostCfg
+
+    cl = tmp_path / "teacher_cl"  # the same teacher, its recipe now saying run.channels_last
+    shutil.copytree(runs / "teacher", cl)
+    info = json.loads((cl / "model.json").read_text())
+    info["recipe"]["run"]["channels_last"] = True
+    (cl / "model.json").write_text(json.dumps(info))
+    predicted, timed = [], []
+    real_predict, real_deployable = predictions.predict_logits, cost.UncertaintyDeployable
+
+    def spy_predict(model, *args, **kwargs):
+        predicted.append(_layout(model))
+        return real_predict(model, *args, **kwargs)
+
+    def spy_deployable(model, spec):
+        timed.append(_layout(model))
+        return real_deployable(model, spec)
+
+    monkeypatch.setattr(predictions, "predict_logits", spy_predict)
+    monkeypatch.setattr(cost, "UncertaintyDeployable", spy_deployable)
+    cfg = EvalCfg(
+        ood=[],
+        ood_scores=["msp"],
+        corruptions=["contrast"],
+        severities=[3],
+        corruption_limit=64,
+        cam_images=2,
+        diversity_images=32,
+        cost=CostCfg(reps=1, warmup=0, batches=[1], onnx=False),
+    )
+    plain = evaluate_runs(runs / "teacher", [runs / "confods"], runs / "single", tmp_path / "plain", cfg)
+    assert set(predicted) == {"contiguous"} and set(timed) == {"contiguous"}
+    predicted.clear(), timed.clear()
+    fast = evaluate_runs(cl, [runs / "confods"], runs / "single", tmp_path / "cl", cfg)
+    assert set(predicted) == {"channels_last"} and len(predicted) >= 3 * 3  # 3 models x (val, test, corrupted)
+    assert set(timed) == {"contiguous"} and len(timed) == 3
+    for model, row in plain["summary"].items():
+        for metric, value in row.items():
+            if isinstance(value, float):
+                assert fast["summary"][model][metric] == pytest.approx(value, abs=1e-5), (model, metric)

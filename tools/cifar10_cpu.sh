@@ -7,7 +7,8 @@
 # a rerun with more $STUDENTS trains only those, and a changed recipe is refused instead of reused.
 # With SDDE=1 also the SDDE teacher (same members, schedule and data; lam 0.02 on the summed CE = the official
 # 0.005 on the mean CE) into OUT/sdde, reported against the same single network (linked in, then checked as
-# any reused stage is) with the students in $SDDE_STUDENTS (default: kd).
+# any reused stage is) with the students in $SDDE_STUDENTS (default: kd; set and empty: the teacher and its
+# report only).
 # A tiny check:
 #   STUDENTS="kd" tools/cifar10_cpu.sh 0 runs/tiny --set data.limit_train=500 --set teacher.train.epochs=1 \
 #   --set single.train.epochs=1 --set students.*.train.epochs=1
@@ -24,7 +25,8 @@ if [ "${SDDE:-0}" = 1 ]; then
   mkdir -p "$out/sdde"
   [ -e "$out/sdde/single" ] || cp -al "$out/single" "$out/sdde/single"
   sdde_only=()
-  for name in ${SDDE_STUDENTS:-kd}; do sdde_only+=(--students "$name"); done
+  for name in ${SDDE_STUDENTS-kd}; do sdde_only+=(--students "$name"); done
+  [ ${#sdde_only[@]} -gt 0 ] || sdde_only=(--set "students=[]")
   "$py" -m distill run "$recipe" --out "$out/sdde" --set seed="$seed" "${sdde_only[@]}" "$@" \
     --set teacher.objective="{name: sdde, lam: 0.02, same_batch: true, ce_reduction: sum}"
 fi

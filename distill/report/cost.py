@@ -64,7 +64,8 @@ def measure_costs(
     cases: dict[str, Callable[[], object]] = {}
     results: dict[str, dict] = {}
     for run in runs:
-        model = copy.deepcopy(run.model).to(cpu).eval()
+        # the module as a user loads it from the export: contiguous, whatever layout the report predicted in
+        model = copy.deepcopy(run.model).to(cpu, memory_format=torch.contiguous_format).eval()
         net = UncertaintyDeployable(model, run.info.get("spec", {})).eval()
         weights = run.path / "model.safetensors"
         with torch.no_grad():
