@@ -68,8 +68,9 @@ class TrainCfg:
     grad_accum: int = 1
     select: Literal["best_val_nll", "best_val_acc", "last"] = "best_val_nll"
     # The share of the epochs, counted back from the last, that are validated and so can be selected; the last
-    # epoch always is. Validation costs a forward pass over the validation split per member each epoch (9 of
-    # the CIFAR-10 CPU pipeline's 61 minutes); under a decaying schedule the early epochs are never the best.
+    # epoch always is. Validation costs a forward pass over the validation split per member each epoch (with its
+    # checkpoint, 9 of the CIFAR-10 CPU pipeline's 61 minutes); under a decaying schedule a student's early epochs
+    # were never its best there. Keep 1.0 where a network can overfit early (a single network on little data).
     validate_last: float = 1.0
 
     def validates(self, epoch: int) -> bool:

@@ -15,7 +15,7 @@ from distill.data.batches import eval_batches
 from distill.metrics import log_mean_exp
 from distill.models.batchensemble import BatchEnsemble, BELinear
 from distill.models.ensemble import eval_mode
-from distill.predict import predict_logits
+from distill.predict import predict_logits, rows_per_batch
 from distill.students.readout import MEMBERS, Readout
 
 
@@ -97,7 +97,7 @@ def penultimate_features(model: nn.Module, x: Tensor, batch_size: int, device: t
     handles = [layer.register_forward_pre_hook(hook(i)) for i, layer in enumerate(layers)]
     try:
         with eval_mode(model):
-            for xb in eval_batches(x, batch_size, device):
+            for xb in eval_batches(x, rows_per_batch(model, batch_size), device):
                 model(xb)
     finally:
         for h in handles:

@@ -20,5 +20,6 @@ cp runs/c10full/s0/sdde/report_teacher/{report.md,report.json,gap.png} runs/c10f
 cp runs/c10full/s0/sdde/teacher/summary.json "$dst/s0/sdde/summary_teacher.json"
 "$py" tools/aggregate_reports.py runs/c10full/s0 runs/c10full/s1 runs/c10full/s2 \
   --out results/cifar10_cpu_gap_all90.md --title "CIFAR-10 on the CPU, every student at 90 epochs"
+rm -f "$dst/validation.md"  # val_grid appends; this file is made here whole
 "$py" tools/val_grid.py runs/c10full/s*/teacher runs/c10full/s*/single runs/c10full/s*/students/* \
   runs/c10full/s0/sdde/teacher --out "$dst/validation.md" --title "validation, seeds 0-2"
