@@ -187,9 +187,9 @@ def evaluate_runs(
     device = _device()
     runs = load_runs(teacher, students, single, device)
     if runs.recipe.run.channels_last:
-        # The layout the recipe trains in is the fast one for its data and architectures: predicting the
-        # CIFAR-10 CPU benchmark's sets channels-last halves the report's forward passes. The cost table
-        # still times the deployed (contiguous) module.
+        # The layout the recipe trains in is the fast one for its data and architectures: the CIFAR-10 CPU
+        # benchmark's networks predict 1.7x faster per image channels-last (docs/performance.md, "Evaluation
+        # passes"). The cost table still times the deployed (contiguous) module.
         for run in runs.all:
             to_channels_last(run.model)
     cfg = cfg or runs.recipe.evaluate
