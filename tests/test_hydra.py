@@ -129,3 +129,50 @@ def test_hinton_phase_trains_every_head_on_the_ensemble_mean(tiny_ensemble):
     phase2, _ = obj.loss(s_clean, s_pert, t_pert, y)
     assert phase2.item() == pytest.approx(kd_loss(s_clean, s_pert, t_pert, y, 0.9, 4.0)[0].item(), rel=1e-6)
     assert phase1.item() != pytest.approx(phase2.item(), rel=1e-3)
+
+
+def test_head_lr_scale_gives_every_head_the_update_of_a_network_trained_alone(digits):
+    """The student's loss is the mean over heads, so each head gets 1/M of its own gradient; under SGD (Nesterov,
+    weight decay) ``head_lr_scale = M`` makes each head's steps equal to those of the head trained alone on its own
+    loss at the recipe's lr and decay. The body is frozen here so the heads' inputs are the same in both."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from distill.loop import make_optimizer
+    from distill.recipe import OptimCfg, TrainCfg
+
+    torch.manual_seed(0)
+    heads = 3
+    spec = {"kind": "hydra", "arch": "tiny_cnn", "heads": heads, "head_lr_scale": float(heads)}
+    model = build_model(spec, digits.meta)
+    alone = [copy.deepcopy(model) for _ in range(heads)]  # alone[m] trains head m on its own loss
+    cfg = TrainCfg(optim=OptimCfg(name="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-2))
+    for net in (model, *alone):
+        net.body.requires_grad_(False)
+    opt = make_optimizer(model, cfg)
+    assert [g["name"] for g in opt.param_groups] == ["body", "heads"]
+    assert opt.param_groups[1]["lr"] == pytest.approx(0.05 * heads)
+    opts = [
+        torch.optim.SGD(a.heads[m].parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-2)
+        for m, a in enumerate(alone)
+    ]
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        x, y = torch.rand(8, 1, 8, 8, generator=g), torch.randint(0, 10, (8,), generator=g)
+        logits, _ = model(x)  # (M, B, K)
+        opt.zero_grad()
+        torch.stack([F.cross_entropy(logits[m], y) for m in range(heads)]).mean().backward()
+        opt.step()
+        for m, (a, o) in enumerate(zip(alone, opts)):
+            o.zero_grad()
+            F.cross_entropy(a(x)[0][m], y).backward()
+            o.step()
+    for m in range(heads):
+        for p, q in zip(model.heads[m].parameters(), alone[m].heads[m].parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    # the plain mean (s = 1) keeps one group, as before the option: its heads would have moved less
+    plain = build_model({**spec, "head_lr_scale": 1.0}, digits.meta)
+    assert len(make_optimizer(plain, cfg).param_groups) == 1
+    with pytest.raises(UserError, match="head_lr_scale"):
+        build_model({**spec, "head_lr_scale": 0.0}, digits.meta)

@@ -26,7 +26,7 @@ TRAIN = {"epochs": 1, "batch_size": 32, "optim": {"lr": 0.05}}
 KINDS = {
     "single": {},
     "batchensemble": {},
-    "hydra": {"hinton_phase": 0.5},
+    "hydra": {"hinton_phase": 0.5, "head_lr_scale": 2.0},
     "dirichlet": {"t_start": 5.0},
 }
 
@@ -72,6 +72,7 @@ def test_students_of_every_kind_trained(runs):
     assert load_model(runs / "end2")[1]["spec"] == {"kind": "dirichlet", "arch": "tiny_cnn"}
     hydra = load_model(runs / "hydra")[1]["spec"]
     assert hydra["kind"] == "hydra" and hydra["heads"] == 2 and hydra["identical_heads"] is True
+    assert hydra["head_lr_scale"] == 2.0  # the recipe's option reaches the model, whose optimizer groups use it
 
 
 def test_end2_anneals_its_temperature_during_training(runs):

@@ -13,6 +13,12 @@ architecture in the registry does; :class:`Hydra` checks it numerically when it 
 * ``head_width`` scales the channel widths of the heads' convolutions and hidden linear layers (1 = the
   architecture's own widths; the classifier keeps its K outputs). Only heads that are a plain chain of
   conv / BatchNorm / linear layers can be narrowed (not residual stages); other splits need ``head_width: 1``.
+* ``head_lr_scale`` (s): the heads' optimizer group takes learning rate ``s * lr`` and weight decay
+  ``weight_decay / s`` (:meth:`Hydra.param_groups`). The student's loss is the mean of the M heads' losses (the
+  paper's average KL), so each head gets 1/M of the gradient it would get as a network trained alone, while the
+  body gets the heads' mean. Under SGD (momentum and Nesterov included), s = M makes every head's update exactly
+  that of a network trained alone on its own loss, at the recipe's lr and decay; s = 1 (the default) keeps the
+  plain mean. Adam is invariant to the 1/M, so it wants s = 1.
 
 ``forward(x)``: ``x (B, C, H, W)`` or ``(M, B, C, H, W)`` (one batch per head; the body then runs M times) ->
 ``(logits (M, B, K), cam_features: list of M maps)``, like :class:`~distill.models.ensemble.Ensemble`.
@@ -108,12 +114,16 @@ class Hydra(nn.Module):
         split: str | None = None,
         head_width: float = 1.0,
         identical_heads: bool = False,
+        head_lr_scale: float = 1.0,
     ) -> None:
         super().__init__()
         if not nets:
             raise ValueError("hydra needs at least one head")
         if head_width <= 0:
             raise UserError(f"hydra: head_width must be positive, got {head_width}")
+        if head_lr_scale <= 0:
+            raise UserError(f"hydra: head_lr_scale must be positive, got {head_lr_scale}")
+        self.head_lr_scale = head_lr_scale
         inner = [n.net for n in nets]
         names = stage_names(inner[0])
         split = default_split(inner[0]) if split is None else split
@@ -168,6 +178,20 @@ class Hydra(nn.Module):
     def size(self) -> int:
         return len(self.heads)
 
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
+        """Optimizer groups: the body (and the standardisation) at ``(lr, weight_decay)``, the heads at
+        ``(s * lr, weight_decay / s)`` with ``s = head_lr_scale`` (see the module docstring). One group when s = 1,
+        so the optimizer state of a plain Hydra is laid out as before the option existed."""
+        s = self.head_lr_scale
+        if s == 1.0:
+            return [{"params": list(self.parameters()), "lr": lr, "weight_decay": weight_decay}]
+        head_ids = {id(p) for p in self.heads.parameters()}
+        body = [p for p in self.parameters() if id(p) not in head_ids]
+        return [
+            {"params": body, "lr": lr, "weight_decay": weight_decay, "name": "body"},
+            {"params": list(self.heads.parameters()), "lr": lr * s, "weight_decay": weight_decay / s, "name": "heads"},
+        ]
+
     @property
     def members(self) -> nn.ModuleList:
         """The heads, under the name the report's feature hooks use for an ensemble's members."""
@@ -191,12 +215,17 @@ class Hydra(nn.Module):
 @register_kind("hydra")
 def _hydra(spec: dict, meta: DatasetMeta) -> nn.Module:
     """``{"kind": "hydra", "arch": "small_cnn", "heads": 4, "split": "cam_layer" | null, "head_width": 1.0,
-    "identical_heads": false}``."""
+    "identical_heads": false, "head_lr_scale": 1.0}``."""
     nets = [
         build_arch(spec["arch"], meta.channels, meta.num_classes, meta.size, meta.mean, meta.std)
         for _ in range(int(spec["heads"]))
     ]
     shape = (meta.channels, *meta.size)
     return Hydra(
-        nets, shape, spec.get("split"), float(spec.get("head_width", 1.0)), bool(spec.get("identical_heads", False))
+        nets,
+        shape,
+        spec.get("split"),
+        float(spec.get("head_width", 1.0)),
+        bool(spec.get("identical_heads", False)),
+        float(spec.get("head_lr_scale", 1.0)),
     )

@@ -8,6 +8,9 @@ default member-logits readout).
 
 * ``split``: the architecture stage where the heads begin (None: the last feature stage and the classifier);
 * ``head_width``: the heads' width relative to the architecture's;
+* ``head_lr_scale``: the heads' learning-rate multiplier (weight decay divided by it); ``M`` under SGD gives
+  every head the update of a network trained alone on its own loss, which the mean over heads otherwise divides
+  by M (:mod:`distill.models.hydra`);
 * ``hinton_phase``: the paper's two-phase training, as the fraction of training in phase 1. In phase 1 every
   head is distilled from the ensemble's mean tempered prediction
   ``q_bar = (1/M) sum_m softmax(t_m / T)`` and the heads start as copies of one head, so they stay one
@@ -36,6 +39,7 @@ class HydraOptions:
     split: str | None = None
     head_width: float = 1.0
     hinton_phase: float = 0.0
+    head_lr_scale: float = 1.0
 
 
 class HydraKD(KD):
@@ -66,7 +70,7 @@ class HydraKD(KD):
 
 
 def _spec(cfg: StudentCfg, options: HydraOptions, teacher_size: int) -> dict:
-    return {
+    spec = {
         "kind": "hydra",
         "arch": cfg.arch,
         "heads": teacher_size,
@@ -74,6 +78,9 @@ def _spec(cfg: StudentCfg, options: HydraOptions, teacher_size: int) -> dict:
         "head_width": options.head_width,
         "identical_heads": options.hinton_phase > 0,
     }
+    if options.head_lr_scale != 1.0:  # only where set, so the specs of earlier runs stay as they were
+        spec["head_lr_scale"] = options.head_lr_scale
+    return spec
 
 
 def _objective(teacher: nn.Module, perturb: Perturbation, cfg: StudentCfg, options: Any) -> Objective:
