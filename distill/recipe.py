@@ -265,6 +265,9 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+_YAML_BOOL_WORDS = {False: ("no", "off", "n", "false"), True: ("yes", "on", "y", "true")}
+
+
 def _convert(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any:
@@ -283,7 +286,13 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 continue
         raise UserError(f"recipe key '{key}': expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
-        if value in typing.get_args(tp):
+        if isinstance(value, bool):
+            # YAML 1.1 (PyYAML) reads a bare no / off / yes / on as a boolean, so `mixed_precision: no` in a recipe
+            # or `--set run.mixed_precision=no` arrives as False: give back the one word of the Literal it was
+            words = [a for a in typing.get_args(tp) if isinstance(a, str) and a.lower() in _YAML_BOOL_WORDS[value]]
+            if len(words) == 1:
+                return words[0]
+        elif value in typing.get_args(tp):
             return value
         raise UserError(f"recipe key '{key}': expected one of {_type_name(tp)}, got {value!r}")
     if origin is list:

@@ -162,6 +162,17 @@ def test_overrides_index_lists_and_do_not_leak_through_yaml_aliases():
         load_recipe(ROOT / "recipes/digits.yaml", ["students.9.alpha=1"])
 
 
+def test_yaml_boolean_words_read_as_the_literal_they_spell():
+    """PyYAML reads a bare `no` as False: `--set run.mixed_precision=no` (and `mixed_precision: no` in a file) must
+    mean "no", not fail; a boolean that spells none of a field's words still fails, naming the key."""
+    from distill.recipe import load_recipe
+
+    assert load_recipe(ROOT / "recipes/digits.yaml", ["run.mixed_precision=no"]).run.mixed_precision == "no"
+    assert recipe_from_dict({**tiny_recipe(epochs=1), "run": {"mixed_precision": False}}).run.mixed_precision == "no"
+    with pytest.raises(UserError, match="run.mixed_precision"):
+        load_recipe(ROOT / "recipes/digits.yaml", ["run.mixed_precision=yes"])
+
+
 def test_bf16_autocast_run_with_double_backprop(tmp_path):
     recipe = recipe_from_dict({**tiny_recipe(epochs=1), "run": {"progress": False, "mixed_precision": "bf16"}})
     summary = train_ensemble(recipe, tmp_path / "bf16")
