@@ -11,7 +11,9 @@ killed at any moment leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import re
 import tempfile
@@ -119,10 +121,85 @@ def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Pat
     model.load_state_dict(weights, strict=True)
 
 
-def save_model(run_dir: Path, model: nn.Module, info: dict[str, Any]) -> None:
+# --- a user's own checkpoints (distill import-teacher) ------------------------------------------------
+
+STATE_DICT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+_NESTED = ("state_dict", "model_state_dict", "model")  # where training scripts commonly nest a state dict
+
+
+def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
+    """A user's checkpoint as a flat ``{key: tensor}`` state dict, and how it was read (for the record).
+
+    ``.safetensors``: read as it is. ``.pt`` / ``.pth`` / ``.bin``: ``torch.load(weights_only=True)``, which builds
+    tensors and plain containers only and never runs pickled code; a state dict nested under one of
+    ``state_dict`` / ``model_state_dict`` / ``model`` is taken from there, and a ``module.`` prefix on every key
+    (a model saved from ``DataParallel``) is dropped. Anything else is a UserError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--checkpoint {path}: {'not a file' if path.exists() else 'file not found'}")
+    if path.suffix not in STATE_DICT_SUFFIXES:
+        raise UserError(f"--checkpoint {path}: expected a state dict in {', '.join(STATE_DICT_SUFFIXES)}")
+    how = "safetensors"
+    if path.suffix == ".safetensors":
+        try:
+            state: Any = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise UserError(f"--checkpoint {path}: not a readable safetensors file ({err})") from None
+    else:
+        how = "torch.load(weights_only=True)"
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # unpickling refused or a damaged file: torch raises many types
+            first = (str(err).strip().splitlines() or [""])[0][:200]
+            why = f"{type(err).__name__}: {first}"
+            raise UserError(f"--checkpoint {path}: not loadable with weights_only=True ({why})") from None
+        for key in _NESTED:
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state, how = state[key], f"{how}['{key}']"
+                break
+    if not isinstance(state, dict) or not state:
+        got = "an empty one" if isinstance(state, dict) else f"a {type(state).__name__}"
+        raise UserError(f"--checkpoint {path}: expected a state dict (key -> tensor), got {got}")
+    bad = next((k for k, v in state.items() if not torch.is_tensor(v)), None)
+    if bad is not None:
+        raise UserError(f"--checkpoint {path}: key {bad!r} holds a {type(state[bad]).__name__}; expected only tensors")
+    if all(str(k).startswith("module.") for k in state):
+        state, how = {k[len("module.") :]: v for k, v in state.items()}, f"{how}, 'module.' prefix dropped"
+    return state, how
+
+
+def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], source: Path, what: str) -> None:
+    """Load a user's ``state`` into ``module`` (built by architecture ``what``) with every key and shape equal;
+    otherwise a UserError naming the file and the first mismatching key, in sorted order."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    counts = f"({len(missing)} missing, {len(unexpected)} unexpected of the file's {len(state)} keys)"
+    if missing and (not unexpected or missing[0] <= unexpected[0]):
+        raise UserError(f"--checkpoint {source}: key {missing[0]!r} of {what} is missing from the file {counts}")
+    if unexpected:
+        raise UserError(f"--checkpoint {source}: unexpected key {unexpected[0]!r}, not in {what} {counts}")
+    for k in sorted(own):
+        if own[k].shape != state[k].shape:
+            raise UserError(
+                f"--checkpoint {source}: key {k!r} has shape {tuple(state[k].shape)} in the file, "
+                f"{tuple(own[k].shape)} in {what}"
+            )
+    module.load_state_dict(state, strict=True)
+
+
+def save_model(run_dir: Path, model: nn.Module | dict[str, torch.Tensor], info: dict[str, Any]) -> None:
     """The selected model: weights, then its JSON description (the JSON is written last: it marks a
-    complete checkpoint)."""
-    save_tensors(run_dir / "model.safetensors", model.state_dict(), {"spec": info.get("spec")})
+    complete checkpoint). The plugins and API model factories of this process are recorded as ``plugins``, so a
+    later process can rebuild the model (:mod:`distill.plugins`)."""
+    from distill.plugins import records
+
+    plugins = records(info.get("spec"))
+    if plugins:
+        info = {**info, "plugins": plugins}
+    # a mapping: the weights themselves (members spread over processes, gathered to the main one: distill/parallel.py)
+    weights = model if isinstance(model, dict) else model.state_dict()
+    save_tensors(run_dir / "model.safetensors", weights, {"spec": info.get("spec")})
     atomic_write_text(run_dir / "model.json", json.dumps(info, indent=2, sort_keys=True))
 
 
@@ -141,6 +218,29 @@ def read_model_info(run_dir: Path) -> dict[str, Any]:
     return info
 
 
+def require_role(run_dir: Path, info: dict[str, Any], role: str, flag: str) -> None:
+    """UserError unless ``model.json``'s role is ``role``: a student run given as ``--teacher`` would otherwise be
+    distilled from or reported as a teacher, silently."""
+    found = info.get("role")
+    if found != role:
+        what = f"a {found} run (role {found!r})" if isinstance(found, str) else "a run with no role in its model.json"
+        raise UserError(f"{flag} {run_dir}: {what}, expected a {role} run")
+
+
+def weights_sha256(run_dir: str | Path) -> str:
+    """sha256 of a run's selected weights file ``model.safetensors``, byte for byte (header included): what a
+    student records of its teacher (``model.json``'s ``teacher_sha256``). The file's bytes, not its path or
+    mtime: a run directory copied elsewhere hashes the same; a teacher trained again does not."""
+    path = Path(run_dir) / "model.safetensors"
+    if not path.is_file():
+        raise UserError(f"{run_dir}: no model.safetensors here; expected a finished run directory")
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def load_model(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a run's selected model from ``model.json`` and load ``model.safetensors`` into it."""
     from distill.data.base import DatasetMeta
@@ -157,6 +257,9 @@ def load_model(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         raise UserError(f"{run_dir / 'model.json'}: field 'meta' is malformed ({err})") from None
     if not isinstance(spec, dict):
         raise UserError(f"{run_dir / 'model.json'}: field 'spec': expected a mapping, got {type(spec).__name__}")
+    from distill.plugins import load_recorded
+
+    load_recorded(info, run_dir)  # the user's architectures this run was built with, or a line naming the file
     try:
         model = build_model(spec, meta)
     except UserError as err:  # e.g. an unknown kind or arch: say which file named it
@@ -168,6 +271,33 @@ def load_model(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     load_weights(model, weights, run_dir / "model.safetensors")
     model.eval()
     return model, info
+
+
+class Classifier(nn.Module):
+    """A run's model as a plain classifier: ``x (B, C, H, W)`` float [0, 1] pixels -> ``(B, K)`` logits.
+
+    One network (a single network, a single-network or Dirichlet student): its logits, unchanged. Several
+    outputs per input (an ensemble, a BatchEnsemble or Hydra student): ``log p_bar``, the log of the members'
+    mean probabilities, which are logits of the ensemble's prediction (``softmax`` of them is ``p_bar``); the
+    mean of the members' raw logits would be another, uncalibrated, classifier. Normalisation is inside."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits, _ = self.model(x)  # (M, B, K)
+        if logits.shape[0] == 1:
+            return logits[0]
+        log_p = logits.float().log_softmax(dim=-1)  # (M, B, K)
+        return torch.logsumexp(log_p, dim=0) - math.log(logits.shape[0])  # (B, K)
+
+
+def load_classifier(run_dir: str | Path) -> Classifier:
+    """A run's selected model as a :class:`Classifier` (``x -> (B, K)`` logits), in eval mode, on the CPU: for
+    deployment from Python. ``load_model`` gives the internal form, ``(logits (M, B, K), features)``."""
+    model, _ = load_model(run_dir)
+    return Classifier(model).eval()
 
 
 # --- optimizer / scheduler / RNG state as tensors + JSON --------------------------------------------

@@ -94,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--student", dest="students", action="append", default=[], type=Path, help="student run directory (repeatable)"
     )
     p.add_argument("--single", type=Path, help="single-model baseline run directory")
+    p.add_argument(
+        "--control",
+        dest="controls",
+        action="append",
+        default=[],
+        type=Path,
+        help="control run directory (distill run's OUT/controls/<name>; repeatable); the strongest on validation "
+        "is named in the report",
+    )
     p.add_argument("--out", required=True, type=Path, help="where report.json, report.md and figures go")
     p.add_argument(
         "--set",
@@ -103,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="evaluate.KEY=VALUE",
         help="override the teacher's recipe's evaluate section, e.g. --set evaluate.cifar10c=PATH (repeatable)",
     )
+
+    p = sub.add_parser("aggregate", help="several runs' reports (seeds): mean ± std, intervals, shares")
+    p.add_argument("runs", nargs="+", type=Path, help="run directories of distill run (or report dirs / report.json)")
+    p.add_argument("--out", type=Path, help="markdown file to write (also printed)")
+    p.add_argument("--json", dest="json_out", type=Path, help="the same numbers as JSON")
+    p.add_argument("--title", help="the markdown's title")
+    p.add_argument("--confidence", type=float, default=0.95, help="of every interval (default 0.95)")
 
     p = sub.add_parser("analyze", help="why ensembles work: loss landscape (Fort et al.) and design diversity")
     asub = p.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
@@ -138,7 +154,72 @@ def build_parser() -> argparse.ArgumentParser:
         "subprocess)",
     )
     p.add_argument("--out", type=Path, help="output file (default: inside the run directory)")
+
+    p = sub.add_parser("import-teacher", help="make a teacher run directory from trained networks' checkpoints")
+    p.add_argument(
+        "--checkpoint",
+        dest="checkpoints",
+        action="append",
+        required=True,
+        type=Path,
+        help="a member's state dict: .safetensors, or .pt/.pth read with torch.load(weights_only=True) (repeatable)",
+    )
+    p.add_argument(
+        "--arch",
+        dest="archs",
+        action="append",
+        required=True,
+        help="registered architecture of every member, or repeated once per --checkpoint in order (see --plugin)",
+    )
+    _recipe_args(p)
+    p.add_argument("--out", required=True, type=Path, help="the new teacher run directory")
+    p.add_argument("--mean", nargs="+", type=float, help="input mean the networks were trained with (1 or C values)")
+    p.add_argument("--std", nargs="+", type=float, help="input std the networks were trained with (1 or C values)")
+    p.add_argument(
+        "--normalization-from-data",
+        action="store_true",
+        help="standardise with the training split's own mean and std (as distill trains) instead of --mean/--std",
+    )
+    _plugin_flags(parser)
     return parser
+
+
+def _plugin_flags(parser: argparse.ArgumentParser) -> None:
+    """``--plugin FILE.py`` on every subcommand (nested ones included): a Python file that registers architectures,
+    datasets or terms (distill/plugins.py), imported before the recipe is read; repeatable."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _plugin_flags(sub)
+            return
+    parser.add_argument(
+        "--plugin",
+        dest="plugins",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE.py",
+        help="import this Python file first: it registers architectures (@register_arch), datasets or terms; "
+        "recorded in model.json and imported again from there by later commands (repeatable)",
+    )
+
+
+def _load_plugins(args: argparse.Namespace) -> None:
+    """The --plugin files, then those recorded by the run directories this command reads (a teacher's, the run
+    being resumed or exported), so their architectures are known before the recipe is checked."""
+    from distill.plugins import load_for_runs, load_plugins
+
+    load_plugins(args.plugins)
+    dirs = [getattr(args, "teacher", None), getattr(args, "single", None)]
+    for many in ("students", "teachers", "controls"):
+        dirs += getattr(args, many, None) or []
+    if args.command == "export":
+        dirs.append(args.run)
+    if args.command == "run":
+        dirs.append(args.out / "teacher")
+    if getattr(args, "resume", False):
+        dirs.append(args.out)
+    load_for_runs([d for d in dirs if isinstance(d, Path)])
 
 
 def _print_summary(summary: dict) -> None:
@@ -157,10 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Every other command writes into --out. Under `accelerate launch` only the main process (RANK 0) holds
         # the lock: the other ranks are the same command, not a concurrent one.
-        if args.command != "export" and os.environ.get("RANK", "0") == "0":
+        if args.command not in ("export", "aggregate") and os.environ.get("RANK", "0") == "0":
             from distill.runlock import RunLock
 
             held.enter_context(RunLock(args.out))
+        _load_plugins(args)
         from distill.resolve import load_checked
 
         if args.command in ("teacher", "single"):
@@ -179,6 +261,22 @@ def main(argv: list[str] | None = None) -> int:
             if "test" in summary:
                 _print_summary(summary)
             return 0
+        if args.command == "import-teacher":
+            from distill.api import import_teacher
+
+            summary = import_teacher(
+                args.checkpoints,
+                args.out,
+                arch=args.archs,
+                recipe=args.recipe,
+                overrides=args.overrides,
+                mean=args.mean,
+                std=args.std,
+                normalization_from_data=args.normalization_from_data,
+            )
+            test, members = summary["test"], len(args.checkpoints)
+            print(f"imported {members} members into {args.out}: test acc {test['acc']:.4f}  nll {test['nll']:.4f}")
+            return 0
         if args.command == "run":
             from distill.pipeline import run_pipeline
 
@@ -190,8 +288,15 @@ def main(argv: list[str] | None = None) -> int:
             from distill.resolve import evaluate_section
 
             cfg = evaluate_section(args.teacher, args.overrides) if args.overrides else None
-            report = evaluate_runs(args.teacher, args.students, args.single, args.out, cfg)
+            report = evaluate_runs(args.teacher, args.students, args.single, args.out, cfg, args.controls)
             print(format_gap_table(report))
+            return 0
+        if args.command == "aggregate":
+            from distill.report.aggregate import aggregate, write
+
+            if not 0.5 < args.confidence < 1:
+                raise UserError(f"--confidence {args.confidence}: expected a number in (0.5, 1)")
+            print(write(aggregate(args.runs, args.confidence), args.out, args.json_out, args.title))
             return 0
         if args.command == "analyze":
             if args.analysis == "landscape":

@@ -13,6 +13,12 @@ Dirichlet student: the closed forms of :mod:`distill.metrics.dirichlet`). The fi
 subprocess that runs it with onnxruntime and cannot import this package, against the checkpoint's PyTorch
 outputs on random inputs at batch sizes 1 and 7; the max abs difference over every output is returned, printed
 by the CLI and stored next to the file as ``<file>.check.json``.
+
+The ONNX file is one self-contained file: the weights are inside it (``external_data=False``), so it can be copied
+alone. Protobuf cannot hold more than 2 GB, so only a model above :data:`ONNX_INLINE_LIMIT` of weights keeps them
+in ``<file>.data`` beside it (said in the check). Its ``metadata_props`` (:func:`onnx_metadata`) say what it
+takes and returns: class names, input shape, channel order, value range, the normalisation (applied inside the
+graph), the meaning of each output, the distill version, and the run's role and kind.
 """
 
 from __future__ import annotations
@@ -42,6 +48,16 @@ RUN_FILES = ("model.safetensors", "state.safetensors", "model.json", "summary.js
 EXPORT_SUFFIXES = (".pt", ".pt2", ".pth", ".ts", ".onnx")  # what an earlier export may be called (and may be replaced)
 CHECK_BATCHES = (1, 7)  # two sizes, so the check covers the dynamic batch dimension
 ONNX_TOLERANCE = 1e-4
+# protobuf's hard limit is 2 GiB for the whole file; leave room for the graph itself
+ONNX_INLINE_LIMIT = 2**31 - 2**27
+# What each ONNX output means (distill.students.readout.EXPORT_OUTPUTS), written into the file's metadata.
+OUTPUT_MEANINGS = {
+    "log_probs": "(B, K) float32: log of the predictive distribution; exp() is the probability, argmax the class",
+    "total": "(B,) float32, nats: total uncertainty, the entropy of the predictive distribution",
+    "data": "(B,) float32, nats: data (aleatoric) uncertainty, the expected entropy (mean member entropy)",
+    "knowledge": "(B,) float32, nats: knowledge (epistemic) uncertainty, total - data (mutual information); "
+    "0 for one network",
+}
 
 # Run in a fresh interpreter (python -I: no PYTHONPATH, no user site, no script directory on sys.path) that is
 # barred from importing this package: what it measures is the file alone, as a deployment would run it.
@@ -93,8 +109,12 @@ class UncertaintyDeployable(nn.Module):
         return self.readout.export_outputs(logits)
 
 
-def write_onnx(model: nn.Module, spec: dict, example: torch.Tensor, path: Path) -> nn.Module:
-    """Write ``model`` as ONNX with a dynamic batch dimension; returns the module that was exported."""
+def write_onnx(
+    model: nn.Module, spec: dict, example: torch.Tensor, path: Path, metadata: dict[str, str] | None = None
+) -> tuple[nn.Module, bool]:
+    """Write ``model`` as one ONNX file with a dynamic batch dimension and ``metadata`` in its ``metadata_props``;
+    returns the module that was exported and whether the file holds its weights (False only over 2 GB).
+    Written under a temporary name and renamed: a failed export leaves what was at ``path`` before."""
     from distill.students.readout import EXPORT_OUTPUTS
 
     net = UncertaintyDeployable(model, spec).eval()
@@ -104,18 +124,73 @@ def write_onnx(model: nn.Module, spec: dict, example: torch.Tensor, path: Path) 
     with warnings.catch_warnings(), contextlib.redirect_stdout(log), torch.no_grad():
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(
+            program = torch.onnx.export(
                 net,
                 (example,),
-                str(path),
+                None,  # the program in memory: the metadata is added before anything is written
                 dynamo=True,
+                external_data=False,
                 input_names=["x"],
                 output_names=list(EXPORT_OUTPUTS),
                 dynamic_shapes={"x": {0: batch}},
             )
         except Exception as err:  # the exporter raises many types; say which model failed and why
             raise UserError(f"ONNX export failed: {type(err).__name__}: {str(err).splitlines()[0][:300]}") from None
-    return net
+    proto = program.model_proto
+    for key, value in (metadata or {}).items():
+        proto.metadata_props.add(key=key, value=value)
+    return net, _save_onnx(proto, Path(path))
+
+
+def _save_onnx(proto: Any, path: Path) -> bool:
+    """Save atomically; True when the weights are inside the file."""
+    import onnx
+
+    weights = sum(len(t.raw_data) for t in proto.graph.initializer)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.onnx")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        if weights <= ONNX_INLINE_LIMIT:
+            onnx.save_model(proto, str(tmp), save_as_external_data=False)
+        else:  # over protobuf's 2 GB: the weights must live beside the graph; the name is the final file's
+            onnx.save_model(proto, str(tmp), save_as_external_data=True, location=f"{path.name}.data")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return weights <= ONNX_INLINE_LIMIT
+
+
+def onnx_metadata(info: dict[str, Any], members: int) -> dict[str, str]:
+    """The ONNX file's ``metadata_props`` from a run's ``model.json``: what a deployment needs to feed the file
+    and read its outputs without this package; ``members``: the model's outputs per input (its ``size``). Values
+    are strings; lists and mappings are JSON."""
+    import distill
+
+    meta, spec = info.get("meta", {}), info.get("spec", {})
+    channels, size = int(meta.get("channels", 0)), list(meta.get("size", []))
+    props = {
+        "distill_version": distill.__version__,
+        "role": str(info.get("role", "")),  # teacher / single / student
+        "kind": str(spec.get("kind", "")),  # ensemble / batchensemble / hydra / dirichlet
+        "members": str(members),
+        "dataset": str(meta.get("name", "")),
+        "class_names": json.dumps(list(meta.get("class_names", []))),
+        "input_name": "x",
+        "input_shape": json.dumps([channels, *size]),  # (C, H, W); the batch dimension is dynamic
+        "input_layout": "NCHW, dynamic batch",
+        "channel_order": {1: "grey", 3: "RGB"}.get(channels, f"{channels} channels"),
+        # The graph starts at Normalized's (x - mean) / std: it takes float pixels, not uint8 (checked by the tests).
+        "value_range": "float32 in [0, 1]: uint8 pixels divided by 255",
+        "normalization": "applied inside the graph: feed [0, 1] pixels; do not subtract the mean or divide by std",
+        # an imported teacher's spec carries the statistics its members were trained with; else the dataset's
+        "normalization_mean": json.dumps(list((spec.get("normalization") or {}).get("mean", meta.get("mean", [])))),
+        "normalization_std": json.dumps(list((spec.get("normalization") or {}).get("std", meta.get("std", [])))),
+        "outputs": json.dumps(OUTPUT_MEANINGS),
+    }
+    if info.get("name"):
+        props["student_name"] = str(info["name"])
+    return props
 
 
 def check_onnx(path: Path, net: nn.Module, shape: tuple[int, ...], batches: tuple[int, ...] = CHECK_BATCHES) -> dict:
@@ -160,7 +235,9 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None, check_b
     meta = info["meta"]
     example = torch.rand(check_batch, meta["channels"], *meta["size"], generator=torch.Generator().manual_seed(0))
     if fmt == "onnx":
-        return path, export_onnx_checked(model, info["spec"], example, path)["max_abs_diff"]
+        props = onnx_metadata(info, getattr(model, "size", 1))
+        checked = export_onnx_checked(model, info["spec"], example, path, props)
+        return path, checked["max_abs_diff"]
     net = Deployable(model).eval()
     # Written under a temporary name next to the target and renamed once it loads back and matches: a crash
     # or a full disk leaves the old file (or none), never half an export. The temporary name keeps the
@@ -189,12 +266,15 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None, check_b
     return path, float((got - expected).abs().max())
 
 
-def export_onnx_checked(model: nn.Module, spec: dict, example: torch.Tensor, path: Path) -> dict[str, Any]:
-    """Write ``path`` (ONNX), check it under onnxruntime in a subprocess, store the check as
-    ``<path>.check.json`` and return it."""
+def export_onnx_checked(
+    model: nn.Module, spec: dict, example: torch.Tensor, path: Path, metadata: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Write ``path`` (ONNX, with ``metadata``: :func:`onnx_metadata`), check it under onnxruntime in a subprocess,
+    store the check as ``<path>.check.json`` and return it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    net = write_onnx(model.eval(), spec, example, path)
+    net, self_contained = write_onnx(model.eval(), spec, example, path, metadata)
     result = check_onnx(path, net, tuple(example.shape[1:]))
+    result["self_contained"] = self_contained  # False: the weights are in <path>.data (a model over 2 GB)
     atomic_write_text(path.with_name(path.name + ".check.json"), json.dumps(result, indent=2))
     return result
 

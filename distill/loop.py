@@ -37,6 +37,7 @@ from distill.data.batches import DeviceLoader, make_augment
 from distill.metrics import accuracy, nll, pairwise_disagreement
 from distill.models.ensemble import Ensemble, compile_ensemble, mean_probs, to_channels_last
 from distill.objectives.base import Objective
+from distill.parallel import MemberSpread, check_members_mode, share_members, spread_of
 from distill.predict import predict_logits
 from distill.recipe import DataCfg, RunCfg, ScheduleCfg, TrainCfg
 
@@ -70,7 +71,7 @@ def make_optimizer(model: nn.Module, train: TrainCfg) -> torch.optim.Optimizer:
 
 @torch.no_grad()
 def validation_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> dict[str, float]:
-    logits = predict_logits(model, x, device=device)  # (M, N, K)
+    logits = predict_logits(model, x, device=device)  # (M, N, K): every member's, also when spread
     probs = logits.softmax(-1)
     ens = mean_probs(logits)
     out = {"acc": accuracy(ens, y), "nll": nll(ens, y)}
@@ -92,6 +93,7 @@ class FitSetup:
     seed: int
     info: dict[str, Any]  # written to model.json: spec, meta, recipe, role, ...
     outlier_x: torch.Tensor | None = None
+    transfer_x: torch.Tensor | None = None  # (N', C, H, W) uint8 unlabelled images (data.transfer), for students
     resume: bool = False
     stop_after: int | None = None  # stop after this epoch (tests simulate a killed run)
     # called on the main process after each epoch's checkpoint with (epoch, unwrapped model, run dir):
@@ -111,8 +113,24 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def save_state(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, st: TrainState) -> None:
-    """One atomic file: weights, optimizer (flat tensors), RNG and ``st``; the counterpart of :func:`load_state`."""
+def save_state(
+    path: Path,
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    st: TrainState,
+    parallel: dict[str, Any] | None = None,
+) -> None:
+    """One atomic file: weights, optimizer (flat tensors), RNG and ``st``; the counterpart of :func:`load_state`.
+    ``parallel``: how the batches were drawn (``{"mode", "processes"}``), recorded in the header."""
+    tensors, meta = state_parts(net, optimizer, scheduler, st)
+    save_tensors(path, tensors, meta if parallel is None else {**meta, "parallel": parallel})
+
+
+def state_parts(
+    net: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, st: TrainState
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """What :func:`save_state` writes: the tensors and the JSON header."""
     opt_tensors, opt_meta = optimizer_to_flat(optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer)
     tensors = {**{f"model.{k}": v for k, v in net.state_dict().items()}, **opt_tensors, **_rng_state()}
     meta = {
@@ -124,14 +142,17 @@ def save_state(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, sch
         "epoch_times": st.epoch_times,
         "history": st.history,
     }
-    save_tensors(path, tensors, meta)
+    return tensors, meta
 
 
 def load_state(
     path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, batches_per_epoch: int
 ) -> TrainState:
-    """Restore what :func:`save_state` wrote into ``model``, ``optimizer``, ``scheduler`` and torch's RNG."""
+    """Restore what :func:`save_state` wrote into ``model``, ``optimizer``, ``scheduler`` and torch's RNG (into a
+    share of the members, its part: the file is the one-process state whatever the world size that wrote it)."""
     tensors, st = load_tensors(path)
+    if (spread := spread_of(model)) is not None:
+        tensors, st = spread.own_state(tensors, st, path)
     load_weights(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
     optimizer_from_flat(optimizer, tensors, st["optimizer"])
     scheduler.load_state_dict(st["scheduler"])
@@ -252,6 +273,7 @@ class _Prepared:
     scheduler: Any
     loader: DeviceLoader
     state: TrainState
+    spread: MemberSpread | None = None  # run.parallel: members: which members this process trains
 
 
 def _prepare(model: nn.Module, objective: Objective, s: FitSetup) -> _Prepared:
@@ -267,20 +289,28 @@ def _prepare(model: nn.Module, objective: Objective, s: FitSetup) -> _Prepared:
         cpu=s.run.cpu or not torch.cuda.is_available(),
     )
     device = acc.device
+    if s.run.parallel == "members":
+        model = _share_members(model, objective, s, acc)
+    spread = spread_of(model)
     meta = s.splits.meta
     augment = make_augment(s.data.crop_padding, s.data.flip, meta.size) if s.data.augment else None
     if objective.needs_outliers and s.outlier_x is None:
         raise UserError("data.outlier: this objective needs an outlier dataset; set data.outlier (and outlier_root)")
+    if s.transfer_x is not None and not getattr(objective, "uses_transfer", False):
+        what = s.info.get("role", "this run")
+        raise UserError(f"data.transfer: the {what}'s objective does not learn from transfer images")
     loader = DeviceLoader(
         s.splits.train_x.to(device),
         s.splits.train_y.to(device),
         s.train.batch_size,
-        views=model.size if objective.per_member_batches else 1,
+        # members spread: every process draws every member's batches, as one process does, and trains its own
+        views=(model.size if spread is None else spread.total) if objective.per_member_batches else 1,
         seed=s.seed,
         augment=augment,
-        rank=acc.process_index,
-        world=acc.num_processes,
+        rank=acc.process_index if spread is None else 0,
+        world=acc.num_processes if spread is None else 1,
         outlier_x=s.outlier_x.to(device) if s.outlier_x is not None else None,
+        transfer_x=s.transfer_x.to(device) if s.transfer_x is not None else None,
     )
     model.to(device)
     if s.run.channels_last:
@@ -298,12 +328,23 @@ def _prepare(model: nn.Module, objective: Objective, s: FitSetup) -> _Prepared:
     if s.resume and state_path.exists():
         state = load_state(state_path, model, optimizer, scheduler, len(loader))
         acc.print(f"resuming {s.out} at epoch {state.epoch + 1}/{s.train.epochs}")
-    model, optimizer = acc.prepare(model, optimizer)
+    if spread is None:
+        model, optimizer = acc.prepare(model, optimizer)
+    else:  # no DDP: members on different processes share no parameter, so no gradient is all-reduced
+        optimizer = acc.prepare(optimizer)
     undo_accelerate_forward_wrap(acc.unwrap_model(model))
     if acc.is_main_process:
         s.out.mkdir(parents=True, exist_ok=True)
     acc.init_trackers("tb")
-    return _Prepared(acc, model, optimizer, scheduler, loader, state)
+    return _Prepared(acc, model, optimizer, scheduler, loader, state, spread)
+
+
+def _share_members(model: nn.Module, objective: Objective, s: FitSetup, acc: Accelerator) -> nn.Module:
+    what = s.info.get("role", "the model")
+    if s.epoch_callbacks:
+        raise UserError(f"run.parallel: members: {what}: per-epoch recorders (record_trajectory) need the whole model")
+    check_members_mode(getattr(model, "size", 1), getattr(objective, "member_parallel", False), what, acc.num_processes)
+    return share_members(model, acc.process_index, acc.num_processes, acc.device, what)
 
 
 def _train_epoch(p: _Prepared, objective: Objective, s: FitSetup, epoch: int) -> dict[str, float]:
@@ -328,6 +369,9 @@ def _train_epoch(p: _Prepared, objective: Objective, s: FitSetup, epoch: int) ->
             if acc.sync_gradients:
                 p.scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+        if p.spread is not None:  # the next batch's augmentation and draws: one RNG state on every process
+            p.spread.sync_rng()
+        # members spread: the objective's "loss" term is the whole ensemble's (``loss`` is its members' part)
         terms = {"loss": loss.detach(), **terms}
         st.global_step += 1
         sums.add(terms, st.global_step)
@@ -345,7 +389,8 @@ def _end_epoch(p: _Prepared, s: FitSetup, epoch: int, train_terms: dict[str, flo
     """Validate, select, record and checkpoint the epoch just trained."""
     acc, st = p.acc, p.state
     net = acc.unwrap_model(p.model)
-    if not all(bool(torch.isfinite(q).all()) for q in net.parameters()):
+    finite = all(bool(torch.isfinite(q).all()) for q in net.parameters())
+    if not (finite if p.spread is None else p.spread.all_true(finite)):  # spread: every process stops, or none
         # the epoch's last step blew the weights up: never checkpoint them over the last good epoch
         raise _diverged(s, epoch, f"weights are not finite after epoch {epoch + 1}, step {st.global_step}")
     val, improved = {}, False
@@ -365,13 +410,38 @@ def _end_epoch(p: _Prepared, s: FitSetup, epoch: int, train_terms: dict[str, flo
         + ("  *" if improved else "")
     )
     st.epoch = epoch + 1
-    if acc.is_main_process:
+    if p.spread is not None:
+        _save_spread(p, s, net, {**s.info, "epoch": epoch + 1, "val": val} if improved else None)
+    elif acc.is_main_process:
         if improved:
             save_model(s.out, net, {**s.info, "epoch": epoch + 1, "val": val})
-        save_state(s.out / "state.safetensors", net, p.optimizer, p.scheduler, st)
+        # with the world size that drew the batches: a members-spread resume refuses a data-parallel run's state
+        drawn = {"mode": "data", "processes": acc.num_processes}
+        save_state(s.out / "state.safetensors", net, p.optimizer, p.scheduler, st, drawn)
         for callback in s.epoch_callbacks:
             callback(epoch, net, s.out)
     acc.wait_for_everyone()
+
+
+def _save_spread(p: _Prepared, s: FitSetup, net: nn.Module, info: dict[str, Any] | None) -> None:
+    """Every process's members gathered to the main process and written there in the one-process format
+    (the selected model too when ``info`` is given)."""
+    whole = p.spread.whole_state(*state_parts(net, p.optimizer, p.scheduler, p.state))
+    if whole is None:  # not the main process
+        return
+    tensors, meta = whole
+    if info is not None:
+        save_model(s.out, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, info)
+    save_tensors(s.out / "state.safetensors", tensors, meta)
+
+
+def _end_training(acc: Accelerator) -> None:
+    """Close the trackers (TensorBoard) but keep the process group. Accelerate's ``end_training`` also destroys
+    the group, and the next stage of ``distill run`` in this process (the students after the teacher) trains in
+    that same group: under ``accelerate launch`` it failed with "Default process group has not been initialized".
+    The group ends with the process."""
+    for tracker in acc.trackers:
+        tracker.finish()
 
 
 def fit(model: nn.Module, objective: Objective, s: FitSetup) -> dict[str, Any]:
@@ -387,11 +457,11 @@ def fit(model: nn.Module, objective: Objective, s: FitSetup) -> dict[str, Any]:
         st.epoch_times.append(time.perf_counter() - t0)
         _end_epoch(p, s, epoch, train_terms)
         if s.stop_after is not None and epoch + 1 >= s.stop_after:
-            p.acc.end_training()
+            _end_training(p.acc)
             return {"stopped_after": epoch + 1}
     net = p.acc.unwrap_model(p.model)
-    in_sync = _replicas_in_sync(p.acc, net)
-    p.acc.end_training()
+    in_sync = _replicas_in_sync(p.acc, net) if p.spread is None else None  # members spread: no replicas
+    _end_training(p.acc)
     summary = {
         "role": s.info.get("role"),
         "epochs": s.train.epochs,
@@ -399,11 +469,14 @@ def fit(model: nn.Module, objective: Objective, s: FitSetup) -> dict[str, Any]:
         "epoch_time_s_median": statistics.median(st.epoch_times) if st.epoch_times else None,
         "epoch_times_s": st.epoch_times,
         "processes": p.acc.num_processes,
+        "parallel": s.run.parallel,
         "replicas_in_sync": in_sync,
         "mixed_precision": s.run.mixed_precision,
         "device": str(p.acc.device),
         "member_mode": net.resolved_mode(p.acc.device) if isinstance(net, Ensemble) else None,
         "history": st.history,
+        # what the model learnt from: the labelled training split, and a student's transfer images if any
+        "data_seen": {"labelled_train_images": len(s.splits.train_y), "transfer": s.info.get("transfer")},
     }
     if p.acc.is_main_process:
         atomic_write_text(s.out / "summary.json", json.dumps(summary, indent=2))

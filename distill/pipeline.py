@@ -1,4 +1,4 @@
-"""The whole pipeline from one recipe: teacher, single-model baseline, students, then the gap report.
+"""The whole pipeline from one recipe: teacher, single-model baseline, students, controls, then the gap report.
 
 Stages whose outputs exist are reused and half-finished ones resumed, so rerunning the same command
 after a crash continues where it stopped.
@@ -17,7 +17,7 @@ from typing import Any
 from distill import UserError
 from distill.recipe import Recipe
 from distill.reuse import prepare_out
-from distill.train import train_ensemble, train_student
+from distill.train import control_plans, train_control, train_ensemble, train_student
 
 
 def _finished(run_dir: Path) -> bool:
@@ -53,15 +53,21 @@ def _stage(run_dir: Path, train: Any, times: StageTimes, name: str) -> None:
 def run_pipeline(
     recipe: Recipe, out: Path, rerun: Sequence[str] = (), only_students: Sequence[str] | None = None
 ) -> dict[str, Any]:
-    """Train what the recipe lists into ``out/{teacher,single,students/<name>}``, then evaluate into
-    ``out/report``. Returns the report. Stages already in ``out`` must come from the same recipe sections
+    """Train what the recipe lists into ``out/{teacher,single,students/<name>,controls/<name>}``, then evaluate
+    into ``out/report``. Returns the report. Stages already in ``out`` must come from the same recipe sections
     (see :mod:`distill.reuse`); ``rerun`` names stages to train again; ``only_students`` keeps only those
-    of the recipe's students (in the recipe's order)."""
+    of the recipe's students (in the recipe's order). The controls are trained whatever ``only_students`` says,
+    after the students (the main comparison first), copying the student the full recipe's ``controls_like``
+    names."""
     if recipe.teacher is None:
         raise UserError("--recipe: a pipeline recipe needs a 'teacher' section")
     names = [s.name for s in recipe.students]
     if len(set(names)) != len(names):
         raise UserError(f"students: names must be unique, got {names}")
+    if recipe.data.transfer is not None and not Path(recipe.data.transfer).expanduser().exists():
+        # the students read it, after the teacher has trained: say so before
+        raise UserError(f"data.transfer {recipe.data.transfer}: not found; expected a folder of images or an archive")
+    plans = control_plans(recipe)  # before students are left out: the student they copy may be one of them
     if only_students is not None:
         unknown = [n for n in only_students if n not in names]
         if unknown:
@@ -69,7 +75,7 @@ def run_pipeline(
                 f"--students {unknown[0]}: not a student of this recipe; expected one of: {', '.join(names)}"
             )
         recipe = dataclasses.replace(recipe, students=[s for s in recipe.students if s.name in set(only_students)])
-    prepare_out(recipe, out, rerun)
+    prepare_out(recipe, out, rerun, plans)
     times = StageTimes(out)
     teacher_dir = out / "teacher"
     print(f"== teacher -> {teacher_dir}")
@@ -85,11 +91,21 @@ def run_pipeline(
         print(f"== student '{s.name}' ({s.kind} {s.arch}, perturbation {s.perturb.name}) -> {d}")
         _stage(d, partial(train_student, recipe, teacher_dir, d, name=s.name), times, f"student/{s.name}")
         student_dirs.append(d)
+    control_dirs = []
+    for p in plans:
+        d = out / "controls" / p.name
+        print(f"== control '{p.name}' (like student '{p.like}') -> {d}")
+        _stage(d, partial(train_control, recipe, p, d, single_dir), times, f"control/{p.name}")
+        control_dirs.append(d)
+    from accelerate import PartialState
+
     from distill.report import evaluate_runs, format_gap_table
 
+    if not PartialState().is_main_process:  # under accelerate launch one process reports (docs/scale.md)
+        return {}
     print(f"== report -> {out / 'report'}")
     start = time.perf_counter()
-    report = evaluate_runs(teacher_dir, student_dirs, single_dir, out / "report", recipe.evaluate)
+    report = evaluate_runs(teacher_dir, student_dirs, single_dir, out / "report", recipe.evaluate, control_dirs)
     times.record("report", time.perf_counter() - start)
     print(format_gap_table(report))
     return report

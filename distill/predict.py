@@ -8,6 +8,7 @@ from torch import nn
 from distill.data.batches import eval_batches
 from distill.models.batchensemble import BatchEnsemble
 from distill.models.ensemble import eval_mode
+from distill.parallel import gather_predictions
 
 
 def rows_per_batch(model: nn.Module, batch_size: int) -> int:
@@ -22,11 +23,12 @@ def predict_logits(
     model: nn.Module, x: torch.Tensor, batch_size: int = 512, device: torch.device | str | None = None
 ) -> torch.Tensor:
     """Member logits ``(M, N, K)`` (float32, CPU) of uint8 images ``x: (N, C, H, W)``, ``batch_size`` rows through
-    the network at a time (:func:`rows_per_batch`)."""
+    the network at a time (:func:`rows_per_batch`). A share of the members (run.parallel: members) predicts its
+    own members and returns every member's, gathered from the other processes (each must call it too)."""
     device = device or next(model.parameters()).device
     out = []
     with eval_mode(model):
         for xb in eval_batches(x, rows_per_batch(model, batch_size), device):
             logits, _ = model(xb)
             out.append(logits.float().cpu())
-    return torch.cat(out, dim=1)
+    return gather_predictions(model, torch.cat(out, dim=1))

@@ -37,7 +37,26 @@ class DataCfg:
     holdout_classes: list[int] = field(default_factory=list)  # removed from training; an OOD set
     outlier: str | None = None  # outlier-exposure dataset name (SDDE_OOD); same root rules as `name`
     outlier_root: str | None = None
-    cache_dir: str | None = None  # where decoded uint8 tensors are cached; default: next to the data
+    # where decoded uint8 tensors are cached: this, else $DISTILL_CACHE, else ~/.cache/distill (distill/data/images.py)
+    cache_dir: str | None = None
+    # [H, W] (or one int for a square): each image is resized (its shorter side) and centre-cropped to it once, at
+    # decode time, so a folder of mixed sizes loads; part of "the same data" (distill/data/identity.py)
+    image_size: int | list[int] | None = None
+    # an image folder or archive (labels, if any, unused): a student's extra inputs, labelled by the teacher
+    # (objectives/student.py); teachers and single networks ignore it
+    transfer: str | None = None
+
+    def __post_init__(self) -> None:
+        size = self.image_size
+        if size is not None and not (
+            (isinstance(size, int) and size >= 1) or (isinstance(size, list) and len(size) == 2 and min(size) >= 1)
+        ):
+            raise UserError(f"recipe key 'data.image_size': expected a positive int or [H, W], got {size!r}")
+
+    def image_hw(self) -> tuple[int, int] | None:
+        """``image_size`` as (H, W), or None when images keep their size."""
+        size = self.image_size
+        return None if size is None else (size, size) if isinstance(size, int) else (size[0], size[1])
 
 
 @dataclass(frozen=True)
@@ -110,6 +129,21 @@ class StudentCfg:
 
 
 @dataclass(frozen=True)
+class ControlCfg:
+    """A control trained beside the students to isolate what the ensemble contributes (resolved into what it trains
+    by ``distill/train.py``'s ``control_plans``); each copies the student ``controls_like`` names (default: the first
+    student): its architecture, train section (schedule, epochs, validate_last, selection) and data.
+
+    ``single_long``: the ``single`` section's network and objective on that student's train section;
+    ``label_smoothing``: the student's architecture on labels smoothed by ``smoothing`` (default 0.1), no teacher;
+    ``self_kd``: the student (alpha, temperature, perturbation) distilled from the single network, not the ensemble.
+    """
+
+    name: Literal["single_long", "label_smoothing", "self_kd"]
+    smoothing: float | None = None  # label_smoothing only; None: 0.1
+
+
+@dataclass(frozen=True)
 class OODSetCfg:
     name: str  # a dataset name (e.g. notmnist, cifar10), or "heldout" for data.holdout_classes
     root: str | None = None
@@ -137,14 +171,24 @@ class EvalCfg:
     corruption_limit: int = 1000  # test images used for the corruption sweep
     corruption_seed: int = 0  # image i of the sweep draws its noise from (corruption_seed, i), whatever the batches
     frost_images: str | None = None  # dir with CIFAR-10-C's frost1.png .. frost5.jpg: frost as the original does
-    # the released CIFAR-10-C folder (<corruption>.npy, labels.npy): sweep its images (the first corruption_limit
-    # of each severity) instead of corrupting test images here; CIFAR-10 only
+    # the released CIFAR-10-C folder (<corruption>.npy, labels.npy): sweep its images (corruption_limit of each
+    # severity, drawn class-stratified with subset_seed) instead of corrupting test images here; CIFAR-10 only
     cifar10c: str | None = None
     severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     cam_images: int = 8  # test images in the CAM grid figure
     diversity_images: int = 500  # test images for the saliency / attribution / CKA diversity measures
+    # seed of every test subset above (corruption_limit, diversity_images, cam_images): each is drawn class-
+    # stratified with it (distill/data/subsets.py), never the first N of a class-sorted split
+    subset_seed: int = 0
     batch_size: int = 512
     cost: CostCfg = CostCfg()
+    # The OOD column, its gain share and the verdict read ONE score per model, declared before evaluation by the
+    # model's kind (distill/students/readout.py: msp for one network, the members' mutual information for several);
+    # this overrides it per kind: {single|ensemble|batchensemble|hydra|dirichlet: score}. Never chosen on test.
+    ood_score: dict[str, str] = field(default_factory=dict)
+    bootstrap: int = 1000  # paired bootstrap resamples of the test images for the report's intervals (0: off)
+    bootstrap_seed: int = 0
+    confidence: float = 0.95  # of every interval the report prints
 
 
 @dataclass(frozen=True)
@@ -160,6 +204,10 @@ class RunCfg:
     # how an ensemble runs its members (distill/models/ensemble.py): a Python loop, one torch.func.vmap over
     # stacked weights (members of one architecture only), or auto (the loop until a GPU measurement says otherwise)
     member_mode: Literal["loop", "vmap", "auto"] = "auto"
+    # under several processes (accelerate launch / torchrun): "data" replicates the whole ensemble on every process
+    # (DDP over shards of each batch); "members" gives each process a contiguous share of the members, each trained
+    # on the data order it has in one process, at most one process per member (distill/parallel.py, docs/scale.md)
+    parallel: Literal["data", "members"] = "data"
 
 
 @dataclass(frozen=True)
@@ -170,6 +218,8 @@ class Recipe:
     single: TeacherCfg | None = None  # single-model baseline: a one-member DE
     student: StudentCfg | None = None
     students: list[StudentCfg] = field(default_factory=list)
+    controls: list[ControlCfg] = field(default_factory=list)  # trained into OUT/controls/<name> by `distill run`
+    controls_like: str | None = None  # the student the controls copy (a 'single' student); None: the first
     evaluate: EvalCfg = EvalCfg()
     run: RunCfg = RunCfg()
 
@@ -223,11 +273,15 @@ RANGES: dict[tuple[type, str], tuple[Callable[[Any], bool], str]] = {
     (TeacherCfg, "trajectory_images"): _ints(1),
     (StudentCfg, "alpha"): _floats(0.0, 1.0),
     (StudentCfg, "temperature"): _POSITIVE,
+    (ControlCfg, "smoothing"): _FRACTION,
     (EvalCfg, "corruption_limit"): _ints(1),
     (EvalCfg, "severities"): _ints(1, 5),
     (EvalCfg, "cam_images"): _ints(0),
     (EvalCfg, "diversity_images"): _ints(1),
+    (EvalCfg, "subset_seed"): _ints(0),
     (EvalCfg, "batch_size"): _ints(1),
+    (EvalCfg, "bootstrap"): _ints(0),
+    (EvalCfg, "confidence"): _floats(0.5, 1.0, lo_open=True, hi_open=True),
     (RunCfg, "log_every"): _ints(1),
 }
 
@@ -340,6 +394,14 @@ def build(cls: type, data: Any, key: str = "") -> Any:
     if unknown:
         full = f"{key}.{unknown[0]}" if key else unknown[0]
         raise UserError(f"recipe key '{full}' is unknown; expected one of: {', '.join(sorted(names))}")
+    required = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if required:  # else the dataclass raises a TypeError, a traceback instead of the key
+        full = f"{key}.{required[0]}" if key else required[0]
+        raise UserError(f"recipe key '{full}' is missing; expected {_type_name(hints[required[0]])}")
     kwargs = {}
     for name, value in data.items():
         full = f"{key}.{name}" if key else name

@@ -10,6 +10,7 @@ same functions the stages use, so the messages are the stages' own (each names i
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from distill import UserError, unknown
@@ -34,6 +35,16 @@ def _check_ensemble(cfg: TeacherCfg, key: str) -> None:
     for i, arch in enumerate(archs):
         _check_arch(arch, f"{key}.arch" + (f".{i}" if isinstance(cfg.arch, list) else ""))
     objective_from_recipe(cfg.objective, f"{key}.objective")
+
+
+def _check_members(cfg: TeacherCfg, key: str) -> None:
+    """run.parallel: members: an objective that can read members on other processes. The processes per member and
+    the students are checked when their stage starts: `distill teacher` must not fail on the single network."""
+    from distill.objectives import objective_from_recipe
+    from distill.parallel import check_members_mode
+
+    objective, _ = objective_from_recipe(cfg.objective, f"{key}.objective")
+    check_members_mode(cfg.members, getattr(objective, "member_parallel", False), key, world=1)
 
 
 def _check_student(cfg: StudentCfg, key: str) -> None:
@@ -68,6 +79,8 @@ def check_recipe(recipe: Recipe) -> Recipe:
     for section, ensemble in (("teacher", recipe.teacher), ("single", recipe.single)):
         if ensemble is not None:
             _check_ensemble(ensemble, section)
+            if recipe.run.parallel == "members":
+                _check_members(ensemble, section)
             if recipe.run.member_mode == "vmap" and isinstance(ensemble.arch, list) and len(set(ensemble.arch)) > 1:
                 raise UserError(
                     f"recipe key 'run.member_mode': vmap needs members of one architecture; {section}.arch lists "
@@ -83,6 +96,7 @@ def check_recipe(recipe: Recipe) -> Recipe:
                 "names must be unique (each names its run directory)"
             )
         _check_student(cfg, f"students.{i}")
+    _check_controls(recipe)
     ev = recipe.evaluate
     for i, ood in enumerate(ev.ood):
         _check_dataset(ood.name, f"evaluate.ood.{i}.name", extra=("heldout",))
@@ -92,6 +106,16 @@ def check_recipe(recipe: Recipe) -> Recipe:
     if ev.cifar10c is not None:
         _check_cifar10c(recipe.data, ev.cifar10c, names)
     return recipe
+
+
+def _check_controls(recipe: Recipe) -> None:
+    """The controls resolved as ``distill run`` trains them (the student they copy, the sections they need), and
+    each plan's sections checked as the recipe's own are."""
+    from distill.train import control_plans
+
+    for plan in control_plans(recipe):
+        if plan.ensemble is not None:
+            _check_ensemble(plan.ensemble, f"controls[{plan.name}]")
 
 
 def _check_cifar10c(data: DataCfg, root: str, names: list[str]) -> None:
@@ -128,4 +152,7 @@ def evaluate_section(teacher: Path, overrides: list[str]) -> EvalCfg:
     info = read_model_info(teacher)
     if not isinstance(info.get("recipe"), dict):
         raise UserError(f"--teacher {teacher / 'model.json'}: no recipe; expected a run directory written by distill")
-    return check_recipe(apply_overrides(info["recipe"], overrides)).evaluate
+    recipe = apply_overrides(info["recipe"], overrides)
+    # The controls are trained already, and resolved against the full recipe's students: a stored recipe holds
+    # only those `distill run --students` kept, which need not include the one the controls copy.
+    return check_recipe(dataclasses.replace(recipe, controls=[])).evaluate

@@ -5,7 +5,8 @@ trained from the same recipe section: each stage's ``model.json`` holds the reci
 the parts that decide what the stage trains (``seed``, ``data``, the stage's own section, the precision) are
 compared with the new recipe's. Equal: reuse. Different: stop with the first differing key, before anything
 trains, unless ``--rerun STAGE`` asks for that stage to be trained again (the old one is moved aside, not
-deleted).
+deleted). A control (``controls/<name>``) copies parts of several sections (a student's, the single network's), so
+it is compared by what it trains: its resolved :class:`~distill.train.ControlPlan`, stored in its ``model.json``.
 """
 
 from __future__ import annotations
@@ -18,25 +19,36 @@ from typing import Any
 
 from distill import UserError
 from distill.checkpoint import read_model_info
-from distill.recipe import Recipe, recipe_from_dict, to_dict
+from distill.recipe import Recipe, build, recipe_from_dict, to_dict
+from distill.train import ControlPlan, control_plans
 
 _MISSING = object()
 
 
 @dataclass(frozen=True)
 class Stage:
-    name: str  # as in stages.json and --rerun: teacher, single, student/<name>
+    name: str  # as in stages.json and --rerun: teacher, single, student/<name>, control/<name>
     run_dir: Path
-    section: str  # the recipe key of its section: teacher, single, students.<i>
+    section: str  # the recipe key of its section: teacher, single, students.<i>, controls.<name>
     student: str | None = None  # the student's name
+    plan: dict | None = None  # a control's resolved plan (plain data), what it is compared by
+    on_single: bool = False  # distilled from the single network (the self_kd control)
 
 
-def stages_of(recipe: Recipe, out: Path) -> list[Stage]:
+def stages_of(recipe: Recipe, out: Path, plans: Sequence[ControlPlan] | None = None) -> list[Stage]:
+    """The stages ``recipe`` trains into ``out``; ``plans``: its controls, when resolved before students were left
+    out (``distill run --students``); default: resolved from ``recipe``."""
     stages = [Stage("teacher", out / "teacher", "teacher")]
     if recipe.single is not None:
         stages.append(Stage("single", out / "single", "single"))
     for i, s in enumerate(recipe.students):
         stages.append(Stage(f"student/{s.name}", out / "students" / s.name, f"students.{i}", s.name))
+    for p in control_plans(recipe) if plans is None else plans:
+        plain = _plain(to_dict(p))
+        on_single = p.teacher is not None
+        stages.append(
+            Stage(f"control/{p.name}", out / "controls" / p.name, f"controls.{p.name}", None, plain, on_single)
+        )
     return stages
 
 
@@ -62,17 +74,31 @@ def _section(tree: dict, stage: Stage) -> Any:
     return _MISSING
 
 
-def _parts(tree: dict, stage: Stage) -> list[tuple[str, Any]]:
+def _stored_plan(info: dict) -> Any:
+    """A control's stored plan, with the defaults of fields added since it was written filled in."""
+    plan = info.get("control", _MISSING)
+    if not isinstance(plan, dict):
+        return plan
+    try:
+        return _plain(to_dict(build(ControlPlan, plan, "control")))
+    except UserError:
+        return plan
+
+
+def _parts(tree: dict, stage: Stage, section: Any = _MISSING) -> list[tuple[str, Any]]:
     """(key, value) of what decides a stage's weights. ``data.cache_dir`` only says where decoded images are
-    kept, and ``run`` is progress bars and logging except the precision."""
+    kept, and ``run`` is progress bars and logging except the precision. ``section``: the stage's own part when
+    it is not read from ``tree`` (a control's plan)."""
     data = dict(tree.get("data") or {})
     data.pop("cache_dir", None)
+    if stage.name in ("teacher", "single"):
+        data.pop("transfer", None)  # a student's extra images: adding them does not retrain its teacher
     run = tree.get("run") or {}
     return [
         ("seed", tree.get("seed", _MISSING)),
         ("data", data),
         ("run.mixed_precision", run.get("mixed_precision", "no")),
-        (stage.section, _section(tree, stage)),
+        (stage.section, _section(tree, stage) if section is _MISSING else section),
     ]
 
 
@@ -120,11 +146,14 @@ def _aside(run_dir: Path) -> Path:
         n += 1
 
 
-def prepare_out(recipe: Recipe, out: Path, rerun: Sequence[str] = ()) -> None:
+def prepare_out(
+    recipe: Recipe, out: Path, rerun: Sequence[str] = (), plans: Sequence[ControlPlan] | None = None
+) -> None:
     """Check every stage already in ``out`` against ``recipe`` (raising on the first that differs), then move
     the stages named in ``rerun`` aside so that they train again. Rerunning the teacher reruns every student,
-    which is distilled from it. Nothing is moved unless every check passes."""
-    stages = stages_of(recipe, out)
+    which is distilled from it; rerunning the single network reruns the self_kd control. Nothing is moved unless
+    every check passes. ``plans``: as :func:`stages_of`."""
+    stages = stages_of(recipe, out, plans)
     by_name = {s.name: s for s in stages} | {s.student: s for s in stages if s.student}
     unknown = [r for r in rerun if r not in by_name]
     if unknown:
@@ -134,21 +163,27 @@ def prepare_out(recipe: Recipe, out: Path, rerun: Sequence[str] = ()) -> None:
     chosen = {by_name[r].name for r in rerun}
     if "teacher" in chosen:
         chosen |= {s.name for s in stages if s.student}
+    if "single" in chosen:
+        chosen |= {s.name for s in stages if s.on_single}
     new = _plain(to_dict(recipe))
     teacher_trains = "teacher" in chosen or not (out / "teacher" / "summary.json").is_file()
+    single_trains = "single" in chosen or not (out / "single" / "summary.json").is_file()
     for stage in stages:
         if stage.name in chosen or not stage.run_dir.exists():
             continue
         old = _trained_with(stage.run_dir)
         if old is None:
             continue
-        if stage.student and teacher_trains:
+        if (stage.student and teacher_trains) or (stage.on_single and single_trains):
+            source = "teacher" if stage.student else "single"
             raise UserError(
-                f"--out {out}: {stage.run_dir} was distilled from an earlier teacher that is not finished "
-                f"here; pass --rerun {stage.name} (or --rerun teacher) or use a new --out"
+                f"--out {out}: {stage.run_dir} was distilled from an earlier {source} that is not finished "
+                f"here; pass --rerun {stage.name} (or --rerun {source}) or use a new --out"
             )
         old = _normalised(old)
-        for (key, was), (_, now) in zip(_parts(old, stage), _parts(new, stage)):
+        was_plan = _stored_plan(read_model_info(stage.run_dir)) if stage.plan is not None else _MISSING
+        now_plan = stage.plan if stage.plan is not None else _MISSING
+        for (key, was), (_, now) in zip(_parts(old, stage, was_plan), _parts(new, stage, now_plan)):
             found = first_difference(was, now, key)
             if found:
                 where, a, b = found

@@ -37,7 +37,10 @@ def gradcam(
 
 
 def standardised_maps(
-    cams: list[torch.Tensor] | torch.Tensor, crop: int = 1, dtype: torch.dtype = torch.float32
+    cams: list[torch.Tensor] | torch.Tensor,
+    crop: int = 1,
+    dtype: torch.dtype = torch.float32,
+    size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """The SDDE preprocessing: common size, border crop, per-map standardisation, L2 normalisation.
 
@@ -45,10 +48,10 @@ def standardised_maps(
     different sizes (heterogeneous ensembles) are first resized (bilinear) to the smallest size; then ``crop``
     pixels are removed from each border, each map is standardised to zero mean and unit population std
     (+1e-6), flattened and L2-normalised.
+    ``size``: the common size when some members' maps are elsewhere (members spread over processes).
     Returns ``(M, B, D)``.
     """
-    h = min(c.shape[-2] for c in cams)
-    w = min(c.shape[-1] for c in cams)
+    h, w = size or (min(c.shape[-2] for c in cams), min(c.shape[-1] for c in cams))
     maps = []
     for c in cams:
         if c.shape[-2:] != (h, w):
@@ -92,8 +95,10 @@ def mean_cam_similarity(
     """Mean pairwise CAM cosine of an ensemble on uint8 images ``x`` with labels ``y`` (eval mode, true
     labels): the SDDE diversity measure, lower = more diverse saliency."""
     from distill.models.ensemble import eval_mode
+    from distill.parallel import spread_of
 
     device = next(model.parameters()).device
+    spread = spread_of(model)  # a share of the members (run.parallel: members): the others' maps are gathered
     total, n = 0.0, 0
     with eval_mode(model):
         for i in range(0, len(x), batch_size):
@@ -101,7 +106,12 @@ def mean_cam_similarity(
             yb = y[i : i + batch_size].to(device)
             with torch.enable_grad():
                 logits, feats = model(xb)
-                cams = gradcam(logits, feats, yb, create_graph=False)
-            total += float(cam_similarity([c.detach() for c in cams], crop)) * len(xb)
+                cams = [c.detach() for c in gradcam(logits, feats, yb, create_graph=False)]
+            if spread is None:
+                sim = cam_similarity(cams, crop)
+            else:
+                maps = standardised_maps(cams, crop, size=spread.smallest_map(cams))  # (M_own, B, D)
+                sim = pairwise_cosine(spread.gather_detached(maps))
+            total += float(sim) * len(xb)
             n += len(xb)
     return total / max(n, 1)

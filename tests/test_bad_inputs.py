@@ -8,6 +8,7 @@ names the field, file or flag, no traceback, and every file of the run directory
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import hashlib
 import json
@@ -31,7 +32,7 @@ x-train: &train {epochs: 1, batch_size: 32, optim: {lr: 0.05}}
 teacher: {arch: tiny_cnn, members: 2, objective: {name: de}, train: *train}
 students:
   - {name: kd, arch: tiny_cnn, perturb: {name: none}, train: *train}
-evaluate: {corruptions: [], ood: [], diversity_images: 32, cam_images: 4}
+evaluate: {corruptions: [], ood: [], diversity_images: 32, cam_images: 4, cost: {enabled: false}}
 run: {progress: false}
 """
 
@@ -226,6 +227,7 @@ FRESH = ("teacher", "--recipe", "{recipe}", "--out", "{s}/new")
 STUDENT = ("student", "--recipe", "{recipe}", "--teacher", "{teacher}", "--out", "{s}/student")
 RUN = ("run", "{recipe}", "--out", "{run}")
 EXPORT = ("export", "{teacher}")
+IMPORT = ("import-teacher", "--recipe", "{recipe}")
 MNIST = ("--set", "data.name=mnist", "--set", "data.root={s}/idx")
 
 
@@ -520,6 +522,15 @@ CASES = [
     Case("flag:unknown-flag", (*TEACHER, "--bogus"), ("--bogus",)),
     Case("flag:bench-device", ("bench", "--device", "tpu", "--out", "{s}/b"), ("--device",)),
     Case("flag:evaluate-missing-teacher", ("evaluate", "--teacher", "{s}/none", "--out", "{s}/ev"), ("none",)),
+    Case("single:no-section", ("single", "--recipe", "{recipe}", "--out", "{s}/single"), ("'single'",)),
+    Case("aggregate:not-a-run", ("aggregate", "{s}/none", "--out", "{s}/agg.md"), ("none",)),
+    Case("analyze:landscape-no-run", ("analyze", "landscape", "--teacher", "{s}/none", "--out", "{s}/l"), ("none",)),
+    Case("analyze:diversity-no-run", ("analyze", "diversity", "--teachers", "{s}/none", "--out", "{s}/d"), ("none",)),
+    Case(
+        "import-teacher:missing-checkpoint",
+        (*IMPORT, "--checkpoint", "{s}/none.safetensors", "--arch", "tiny_cnn", "--out", "{s}/imported"),
+        ("none.safetensors",),
+    ),
     # a learning rate that makes the loss NaN: one line naming epoch and step
     Case("nan:lr", FRESH + sets("teacher.train.optim.lr=1.0e+12"), ("epoch 1, step", "train.optim.lr")),
 ]
@@ -531,8 +542,22 @@ def expand(text: str, fill: dict[str, str]) -> str:
     return text
 
 
-def test_the_corpus_is_large_and_unique() -> None:
-    assert len(CASES) >= 60
+def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """Every leaf command of the CLI's parser, as argv prefixes: ("teacher",), ("analyze", "landscape"), ..."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return {prefix}
+    return {c for name, p in subs[0].choices.items() for c in _commands(p, (*prefix, name))}
+
+
+def test_every_cli_command_has_a_bad_input_case() -> None:
+    """The corpus follows the product: a command added to the CLI without a refusal case here fails this test."""
+    from distill.cli import build_parser
+
+    commands = _commands(build_parser())
+    assert ("teacher",) in commands and ("analyze", "landscape") in commands  # the walk reaches nested commands
+    covered = {cmd for cmd in commands for c in CASES if tuple(c.argv[: len(cmd)]) == cmd}
+    assert covered == commands, f"commands without a bad-input case: {sorted(commands - covered)}"
     assert len({c.id for c in CASES}) == len(CASES)
 
 

@@ -288,7 +288,9 @@ def test_cifar10_image_folder_archive(tmp_path):
     make_tar(tmp_path / "cifar10-jpeg.tar.gz", files)
     s = load_dataset("cifar10", tmp_path, val_fraction=0.0)  # the archive found by name inside data.root
     assert list(s.meta.class_names) == CIFAR10_NAMES and s.train_x.shape == (20, 3, 6, 5)
-    assert s.test_y.tolist() == list(range(10))
+    # one test image per class; in no particular order: evaluation subsets are drawn, never the split's head
+    # (tests/test_report_subsets.py: the report's subsets do not depend on the order on disk)
+    assert sorted(s.test_y.tolist()) == list(range(10))
     make_tar(tmp_path / "few.tar.gz", {"train/a/0.jpg": encode(img(1), "JPEG")})
     with pytest.raises(UserError, match="has 10 classes but 1 were found"):
         benchmarks.cifar10(tmp_path / "few.tar.gz")
@@ -382,6 +384,7 @@ def test_cifar10c(tmp_path):
 # ---------------------------------------------------------------------------------------------- the real archive
 
 
+@pytest.mark.slow  # decodes all 60,000 JPEGs: minutes
 @pytest.mark.skipif(not SHARED_CIFAR.is_file(), reason=f"the shared CIFAR-10 archive is not at {SHARED_CIFAR}")
 def test_real_cifar10_archive(cache, monkeypatch):
     t = time.perf_counter()
@@ -397,3 +400,106 @@ def test_real_cifar10_archive(cache, monkeypatch):
     cached_s = time.perf_counter() - t
     assert torch.equal(again.x, raw.x) and torch.equal(again.test_y, raw.test_y)
     print(f"\nCIFAR-10 JPEG archive: decoded in {decode_s:.1f} s, read from the cache in {cached_s:.2f} s")
+
+
+# ---------------------------------------------------------------------------------------------- image_size, cache_dir
+
+
+def banded(h: int, w: int) -> np.ndarray:
+    """An RGB image whose middle is 200 and whose outer quarter-ish margins (along the longer side) are 10: a centre
+    crop keeps only the 200s, a squash or a corner crop keeps 10s too."""
+    a = np.full((h, w, 3), 10, np.uint8)
+    if w >= h:
+        a[:, w * 10 // 32 : w * 22 // 32] = 200
+    else:
+        a[h * 10 // 32 : h * 22 // 32, :] = 200
+    return a
+
+
+def test_image_size_fits_mixed_sizes_by_resize_and_centre_crop(tmp_path):
+    write_folder(
+        tmp_path / "d",
+        {
+            "wide/1.png": banded(8, 32),  # scale 1/2 -> 4x16, cropped to the middle 4 columns: all 200
+            "tall/2.png": banded(32, 8),
+            "same/3.png": img(77, (4, 4)),  # already 4x4: kept as it is
+            "small/4.png": img(33, (2, 2)),  # upscaled
+        },
+    )
+    with pytest.raises(UserError, match=r"set data\.image_size"):  # without it, mixed sizes are still refused
+        images.imagefolder(tmp_path / "d")
+    raw = base.raw_data("imagefolder", tmp_path / "d", image_size=(4, 4))
+    assert raw.class_names == ("same", "small", "tall", "wide") and raw.x.shape == (4, 3, 4, 4)
+    assert [x.unique().tolist() for x in raw.x] == [[77], [33], [200], [200]]
+    # against torchvision's Resize(shorter side) + CenterCrop, on random pixels where the scale is exact
+    tf = pytest.importorskip("torchvision.transforms.v2.functional")
+    x = torch.randint(0, 256, (2, 3, 12, 20), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    got = base.fit_images(x, (6, 6))
+    want = tf.center_crop(tf.resize(x, [6], antialias=True), [6, 6])
+    assert got.shape == (2, 3, 6, 6) and (got.int() - want.int()).abs().max() <= 1
+    assert base.fit_images(x, (12, 20)) is x  # no resize asked: the same pixels
+
+
+def test_image_size_is_part_of_the_cache_key(tmp_path, cache, monkeypatch):
+    write_folder(tmp_path / "d", {"a/1.png": banded(8, 32), "b/2.png": img(5, (6, 6))})
+    first = base.raw_data("imagefolder", tmp_path / "d", image_size=(4, 4))
+    assert [p.name.endswith("-4x4.safetensors") for p in cache.glob("*.safetensors")] == [True]
+    fail_decode(monkeypatch)
+    assert torch.equal(base.raw_data("imagefolder", tmp_path / "d", image_size=(4, 4)).x, first.x)  # cached
+    with pytest.raises(AssertionError, match="decoded"):  # another size: not the 4x4 cache
+        base.raw_data("imagefolder", tmp_path / "d", image_size=(2, 2))
+
+
+def test_image_size_applies_to_stacked_arrays_too(tmp_path):
+    x, *_ = write_cifar10(tmp_path)  # CIFAR's python batches: arrays, not files to decode
+    raw = base.raw_data("cifar10", tmp_path, image_size=(16, 16))
+    assert raw.x.shape == (12, 3, 16, 16) and raw.test_x.shape == (4, 3, 16, 16)
+    full = torch.from_numpy(x.reshape(-1, 3, 32, 32))
+    assert torch.equal(raw.x, base.fit_images(full, (16, 16)))
+
+
+def test_recipe_image_size_reaches_the_splits_and_is_checked(tmp_path):
+    from distill.recipe import DataCfg, recipe_from_dict
+
+    files = {f"train/{c}/{i}.png": img(i * 10 + (c == "b"), (6 + i % 3, 8)) for c in "ab" for i in range(6)}
+    files |= {f"test/{c}/0.png": img(1, (9, 9)) for c in "ab"}
+    write_folder(tmp_path / "d", files)
+    splits = base.load_splits(DataCfg(name="imagefolder", root=str(tmp_path / "d"), image_size=5, val_fraction=0.5))
+    assert splits.meta.size == (5, 5) and splits.train_x.shape[2:] == (5, 5) and splits.test_x.shape[2:] == (5, 5)
+    assert DataCfg(image_size=[3, 4]).image_hw() == (3, 4) and DataCfg().image_hw() is None
+    for bad in ([0, 4], [1, 2, 3], -2):
+        with pytest.raises(UserError, match=r"data\.image_size"):
+            recipe_from_dict({"data": {"image_size": bad}})
+
+
+def test_cache_dir_recipe_beats_env_beats_default(tmp_path, cache, monkeypatch):
+    from distill.recipe import DataCfg
+
+    files = {f"train/{c}/{i}.png": img(i * 10 + (c == "b")) for c in "ab" for i in range(4)}
+    write_folder(tmp_path / "d", files | {f"test/{c}/0.png": img(1) for c in "ab"})
+    mine = tmp_path / "mine"
+    base.load_splits(DataCfg(name="imagefolder", root=str(tmp_path / "d"), cache_dir=str(mine), val_fraction=0.5))
+    assert len(list(mine.glob("imagefolder-*.safetensors"))) == 1 and not cache.exists()  # the recipe's, not $env
+    base.raw_data("imagefolder", tmp_path / "d")
+    assert len(list(cache.glob("imagefolder-*.safetensors"))) == 1  # no recipe value: $DISTILL_CACHE
+    monkeypatch.delenv("DISTILL_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    base.raw_data("imagefolder", tmp_path / "d")
+    assert len(list((tmp_path / "xdg" / "distill").glob("imagefolder-*.safetensors"))) == 1  # the default place
+    assert images.cache_dir() == tmp_path / "xdg" / "distill"  # the recipe's value held only while loading
+
+
+def test_image_size_is_part_of_the_same_data():
+    from distill.data.identity import data_differences
+
+    def run(image_size: object, size: list[int] | None) -> dict:
+        return {"meta": {"size": size} if size else {}, "data": {"image_size": image_size}}
+
+    assert data_differences(run(None, [32, 32]), run([32, 32], [32, 32])) == []  # nothing resized: same pixels
+    assert data_differences(run([32, 32], [32, 32]), run(32, [32, 32])) == []  # an int is a square
+    assert data_differences(run([32, 32], None), run(None, None)) == []  # before loading: not yet known
+    diffs = data_differences(run([32, 32], [32, 32]), run(24, [24, 24]), cand_label="student")
+    assert "data.image_size [24, 24] (student) vs [32, 32] (teacher)" in diffs
+    assert data_differences(run([32, 32], None), run([24, 32], None)) == [
+        "data.image_size [24, 32] vs [32, 32] (teacher)"
+    ]

@@ -21,9 +21,11 @@ def test_device_check_tiny_runs_every_step_and_prints_the_table(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     steps = (tmp_path / "out" / "steps.txt").read_text()
     assert "bench: rc 0" in steps and "cifar10_fast: rc 0" in steps, steps
+    assert "spread (2 processes): rc 0" in steps, steps  # members spread over 2 CPU processes (issue 35)
     table = r.stdout[r.stdout.index("== device check") :]
     for needle in ("plain fp32 loop / best DE", "SDDE / DE, best setting", "student step / plain KD",
-                   "cifar10_fast stage wall s: teacher", "teacher ", "disagree ", "members' acc"):  # fmt: skip
+                   "cifar10_fast stage wall s: teacher", "teacher ", "disagree ", "members' acc",
+                   "members spread over 2 processes: teacher epoch"):  # fmt: skip
         assert needle in table, (needle, table)
     stages = json.loads((tmp_path / "out" / "fast" / "stages.json").read_text())
     assert set(stages) == {"teacher", "single", "student/kd", "student/confods", "student/disagree", "report"}

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import distill.models.ensemble as ensemble_module
 from distill.data.batches import Batch
 from distill.models import build_model
 from distill.models.ensemble import (
@@ -152,7 +153,7 @@ def test_state_dict_keys_same_in_every_mode_and_load_across(digits):
     assert_same_state(vm, fresh)
 
 
-def test_modes_checked_and_auto_resolution(digits):
+def test_modes_checked_and_auto_resolution(digits, monkeypatch):
     torch.manual_seed(0)
     hetero = build_model({"kind": "ensemble", "archs": ["tiny_cnn", "small_cnn"]}, digits.meta)
     assert not hetero.homogeneous
@@ -162,9 +163,23 @@ def test_modes_checked_and_auto_resolution(digits):
         hetero.mode = "fast"
     loop, _ = pair(digits.meta, "tiny_cnn")
     loop.mode = "auto"
-    assert loop.resolved_mode("cpu") == "loop"
-    assert loop.resolved_mode("cuda") in ("loop", "vmap")
-    assert hetero.resolved_mode("cuda") == "loop"
+    one = build_model({"kind": "ensemble", "archs": ["tiny_cnn"]}, digits.meta)
+    one.mode = "auto"
+    # The rule: auto is the loop on the CPU (measured fastest there), and AUTO_CUDA_MODE on CUDA, but only for
+    # more than one homogeneous member (vmap cannot stack differing members; one member has nothing to stack).
+    # Both values of the constant are checked, so the rule holds whichever a GPU measurement picks.
+    for cuda_mode in ("vmap", "loop"):
+        monkeypatch.setattr(ensemble_module, "AUTO_CUDA_MODE", cuda_mode)
+        assert loop.resolved_mode("cpu") == loop.resolved_mode(torch.device("cpu")) == "loop"
+        assert loop.resolved_mode("cuda") == loop.resolved_mode(torch.device("cuda", 0)) == cuda_mode
+        assert hetero.resolved_mode("cuda") == one.resolved_mode("cuda") == "loop"
+        for explicit in ("loop", "vmap"):  # an explicit mode is never overridden, on any device
+            loop.mode = explicit
+            assert loop.resolved_mode("cpu") == loop.resolved_mode("cuda") == explicit
+        loop.mode = "auto"
+    monkeypatch.undo()
+    shipped = ensemble_module.AUTO_CUDA_MODE
+    assert shipped in ("loop", "vmap") and loop.resolved_mode("cuda") == shipped
 
 
 def test_channels_last_keeps_numbers(digits):

@@ -39,7 +39,7 @@ teacher: {arch: tiny_cnn, members: 2, objective: {name: de}, train: *train}
 single: {arch: tiny_cnn, members: 1, objective: {name: de}, train: *train}
 students:
   - {name: kd, arch: tiny_cnn, perturb: {name: none}, train: *train}
-evaluate: {corruptions: [], ood: [], diversity_images: 32, cam_images: 4}
+evaluate: {corruptions: [], ood: [], diversity_images: 32, cam_images: 4, cost: {onnx: false}}
 run: {progress: false}
 """
 
@@ -367,7 +367,7 @@ def test_rerun_moves_the_old_stage_aside_and_trains_it_again(trained, tmp_path, 
     pipeline.write_text(
         recipe.read_text()
         + "students:\n  - {name: kd, arch: tiny_cnn, perturb: {name: none}, train: {epochs: 1, batch_size: 32}}\n"
-        + "evaluate: {corruptions: [], ood: [], diversity_images: 16, cam_images: 2}\n"
+        + "evaluate: {corruptions: [], ood: [], diversity_images: 16, cam_images: 2, cost: {enabled: false}}\n"
     )
     out = tmp_path / "out"
     out.mkdir()

@@ -16,12 +16,14 @@ LAYERS: list[tuple[str, ...]] = [
     # models and what reads, writes, measures or times them
     (
         "distill.models",
+        "distill.plugins",  # imports a user's file and records what it registered (archs, datasets)
         "distill.saliency",
         "distill.predict",
         "distill.checkpoint",
         "distill.jsonio",
         "distill.metrics",
         "distill.bench.timing",
+        "distill.parallel",  # members spread over processes: who owns which, the gathers
     ),
     ("distill.objectives", "distill.perturb", "distill.students"),
     ("distill.loop",),

@@ -173,20 +173,59 @@ def test_yaml_boolean_words_read_as_the_literal_they_spell():
         load_recipe(ROOT / "recipes/digits.yaml", ["run.mixed_precision=yes"])
 
 
-def test_bf16_autocast_run_with_double_backprop(tmp_path):
-    recipe = recipe_from_dict({**tiny_recipe(epochs=1), "run": {"progress": False, "mixed_precision": "bf16"}})
-    summary = train_ensemble(recipe, tmp_path / "bf16")
-    h = summary["history"][0]
-    assert summary["mixed_precision"] == "bf16"
-    assert math.isfinite(h["loss"]) and math.isfinite(h["div"])
+def _conv_records(monkeypatch, raw: dict, out: Path) -> list[dict]:
+    """Train ``raw`` and record, for every Conv2d call in a training-mode forward, what the convolution saw:
+    its input's and output's dtype and whether input and weight were channels-last."""
+    import distill.train
+
+    records: list[dict] = []
+    real_build = distill.train.build_model
+
+    def hook(module: torch.nn.Conv2d, inputs: tuple, output: torch.Tensor) -> None:
+        if module.training and module.in_channels > 1:  # a 1-channel tensor is both layouts at once
+            x, cl = inputs[0], torch.channels_last
+            records.append(
+                {
+                    "input": x.dtype,
+                    "output": output.dtype,
+                    "input_cl": x.is_contiguous(memory_format=cl) and not x.is_contiguous(),
+                    "weight_cl": module.weight.is_contiguous(memory_format=cl) and not module.weight.is_contiguous(),
+                }
+            )
+
+    def build_with_hooks(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.register_forward_hook(hook)
+        return model
+
+    monkeypatch.setattr(distill.train, "build_model", build_with_hooks)
+    train_ensemble(recipe_from_dict(raw), out)
+    assert records, "no convolution ran in a training step"
+    return records
 
 
-def test_channels_last_option_trains(tmp_path):
-    recipe = recipe_from_dict(
-        {**tiny_recipe(objective={"name": "de"}, epochs=1), "run": {"progress": False, "channels_last": True}}
-    )
-    summary = train_ensemble(recipe, tmp_path / "cl")
-    assert math.isfinite(summary["history"][0]["loss"])
+@pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("no", torch.float32)])
+def test_mixed_precision_reaches_the_convolutions_of_the_step(tmp_path, monkeypatch, precision, dtype):
+    """Under bf16 the training step's convolutions compute in bfloat16 (autocast casts the first conv's fp32
+    image inside the op, so the output and every later conv's input are bf16), with SDDE's double backprop
+    finite; with `no` they stay float32."""
+    raw = {**tiny_recipe(epochs=1), "run": {"progress": False, "mixed_precision": precision}}
+    records = _conv_records(monkeypatch, raw, tmp_path / precision)
+    assert {r["output"] for r in records} == {dtype} and {r["input"] for r in records} == {dtype}
+    h = json.loads((tmp_path / precision / "summary.json").read_text())["history"][0]
+    assert math.isfinite(h["loss"]) and math.isfinite(h["div"]) and h["div"] != 0
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_channels_last_reaches_weights_and_activations_of_the_step(tmp_path, monkeypatch, channels_last):
+    raw = tiny_recipe(objective={"name": "de"}, epochs=1)
+    raw["run"] = {"progress": False, "channels_last": channels_last}
+    records = _conv_records(monkeypatch, raw, tmp_path / "cl")
+    assert {r["weight_cl"] for r in records} == {channels_last}
+    assert {r["input_cl"] for r in records} == {channels_last}
+    assert math.isfinite(json.loads((tmp_path / "cl" / "summary.json").read_text())["history"][0]["loss"])
 
 
 def test_step_terms_stay_on_the_device_until_read(monkeypatch):

@@ -306,3 +306,87 @@ def test_metric_registry_gives_summary_keys_their_direction():
     from distill.report.evaluate import METRICS
 
     assert tuple(REPORT_METRICS) == METRICS  # the report computes exactly the registered metrics
+
+
+# ------------------------------------------------------------------------------------------------ mutation checks
+# Cases that mutation testing (docs/testing.md) showed missing: the hand cases above were symmetric (an accuracy
+# of 0.5 equals its complement), used default bin counts only, or never reached a branch.
+
+
+def test_accuracy_agreement_and_disagreement_are_not_their_complements() -> None:
+    probs = torch.tensor([[0.7, 0.3], [0.2, 0.8], [0.6, 0.4]])
+    assert dm.accuracy(probs, torch.tensor([0, 1, 1])) == pytest.approx(2 / 3)
+    other = torch.tensor([[0.4, 0.6], [0.1, 0.9], [0.3, 0.7]])
+    assert dm.agreement(probs, other) == pytest.approx(1 / 3)  # only the second sample's argmax agrees
+    members = _onehot_members([[0, 1, 1], [0, 1, 0]])  # differ on 1 of 3
+    assert dm.pairwise_disagreement(members) == pytest.approx(1 / 3)
+
+
+def test_log_mean_exp_is_the_log_of_the_mean_probability() -> None:
+    log_p = torch.log(torch.tensor([[0.2, 0.5], [0.4, 0.1], [0.6, 0.3]], dtype=torch.float64))  # (M=3, B=2)
+    want = torch.log(torch.tensor([0.4, 0.3], dtype=torch.float64))  # (0.2 + 0.4 + 0.6) / 3, (0.5 + 0.1 + 0.3) / 3
+    torch.testing.assert_close(dm.log_mean_exp(log_p), want)
+
+
+def _binary(conf_correct: list[tuple[float, bool]]) -> tuple[torch.Tensor, torch.Tensor]:
+    probs = torch.tensor([[c, 1 - c] for c, _ in conf_correct], dtype=torch.float64)
+    return probs, torch.tensor([0 if ok else 1 for _, ok in conf_correct])
+
+
+def test_ece_bins_are_open_below_closed_above_and_n_bins_is_used() -> None:
+    probs, labels = _binary([(0.5, False), (0.62, True), (0.79, False), (0.81, True)])
+    # 4 bins (0, .25], (.25, .5], (.5, .75], (.75, 1]: 0.5 sits on an edge and belongs to the bin below it;
+    # |0 - .5| / 4 + |1 - .62| / 4 + 2/4 |.5 - .8| = .125 + .095 + .15
+    assert dm.ece(probs, labels, n_bins=4) == pytest.approx(0.37)
+    r = dm.reliability(probs, labels, n_bins=4)
+    assert r.count.tolist() == [0, 1, 1, 2]
+    # the default 15 bins put every sample alone: the mean |correct - confidence| = (.5 + .38 + .79 + .19) / 4
+    assert dm.ece(probs, labels) == pytest.approx(0.465)
+
+
+def test_temperature_below_one_sharpens_and_non_positive_is_refused() -> None:
+    lp = torch.log(torch.tensor([[0.5, 0.3, 0.2]], dtype=torch.float64))
+    want = torch.tensor([[0.25, 0.09, 0.04]], dtype=torch.float64) / 0.38  # p^2, renormalised
+    torch.testing.assert_close(dm.apply_temperature(lp, 0.5), want)
+    for t in (0.0, -1.0):
+        with pytest.raises(ValueError, match="temperature"):
+            dm.apply_temperature(lp, t)
+    with pytest.raises(ValueError, match="NaN"):
+        dm.fit_temperature(torch.tensor([[0.0, float("nan")]]), torch.tensor([0]))
+    assert 0.05 <= dm.fit_temperature(lp, torch.tensor([0])) <= 20.0  # one validation image is enough
+
+
+def test_aurc_uses_both_ends_of_the_curve_and_two_inputs_suffice() -> None:
+    conf = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    correct = torch.tensor([False, True, True, False])
+    # r = [1, 1/2, 1/3, 1/2]; (sum - (r_1 + r_4) / 2) / 3
+    assert dm.aurc(conf, correct) == pytest.approx((1 + 1 / 2 + 1 / 3 + 1 / 2 - (1 + 1 / 2) / 2) / 3)
+    assert dm.aurc(torch.tensor([0.9, 0.1]), torch.tensor([False, True])) == pytest.approx(0.75)  # (1.5 - .75) / 1
+
+
+def test_fpr_at_tpr_interpolates_between_the_right_points() -> None:
+    # thresholds 10..2 (TPR .9, FPR 0), 1.5 (TPR .9, FPR 1/3), 1 (TPR 1, FPR 2/3, a tie): accept the tie with
+    # probability 1/2 for TPR .95: FPR 1/3 + 1/6
+    s_in = torch.arange(1, 11, dtype=torch.float64)
+    assert dm.fpr_at_tpr(s_in, torch.tensor([1.0, 1.5, 0.0])) == pytest.approx(0.5)
+    # the first threshold already reaches 95%: a tie between every in-distribution score and one of two OOD scores
+    assert dm.fpr_at_tpr(torch.tensor([5.0, 5.0, 5.0]), torch.tensor([5.0, 1.0])) == pytest.approx(0.95 * 0.5)
+
+
+def test_dee_flags_are_set_only_outside_the_curve() -> None:
+    curve = [-1.0, -0.8, -0.7]
+    assert dm.dee_result(-1.0, curve) == (1.0, False, False)  # on the curve's first point: not floored
+    assert dm.dee_result(-0.9, curve) == (1.5, False, False)
+    value, floored, capped = dm.dee_result(float("nan"), curve)
+    assert math.isnan(value) and floored is False and capped is False
+
+
+def test_gain_share_tolerance_scales_with_the_values() -> None:
+    from distill.report.gain import gain_share
+
+    # values below 1: the tolerance is 1e-6 absolute
+    assert gain_share(0.5, 0.5, 0.5 + 8e-7) is None
+    assert gain_share(0.5, 0.5, 0.5 + 1.5e-6) == pytest.approx(0.0)
+    # values of 10: 1e-6 relative, i.e. 1e-5 absolute
+    assert gain_share(10.0, 10.0 - 5e-6, 10.0) is None
+    assert gain_share(10.0, 10.0 - 2e-5, 10.0) == pytest.approx(1.0)

@@ -308,3 +308,93 @@ def test_unknown_method_lists_the_choices():
 def test_bad_params_name_the_key(name, params, key):
     with pytest.raises(UserError, match=key.replace(".", r"\.")):
         make_perturbation(name, params)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the searches against a random direction of their own size
+
+
+def _same_size_random(x: torch.Tensor, x_tilde: torch.Tensor, seed: int) -> torch.Tensor:
+    """x moved along a Gaussian direction by x_tilde's own per-sample RMS step (x in [0.25, 0.75]: never clipped)."""
+    d = torch.randn(x.shape, generator=gen(1000 + seed))
+    step = rms(x_tilde - x).view(-1, 1, 1, 1)
+    return x + step * d / rms(d).view(-1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("objective", ["mi", "kl", "std"])
+def test_disagree_beats_a_random_step_of_its_size_on_its_objective(teacher, digits, objective):
+    """Over 5 batches (seeds), the searched x~ raises the objective it maximises more than a random step of the
+    same per-sample size does, on every batch; and the search moves (a returned x would make both gains 0)."""
+    from distill.perturb import DISAGREEMENT
+
+    j = DISAGREEMENT[objective]
+    params = {"objective": objective, "eps": 4 / 255, "step_size": 2 / 255, "steps": 4}
+    perturb = make_perturbation("disagree", params)
+    gains = []
+    for seed in range(5):
+        x, y = batch(digits, seed)
+        x = mid(x)
+        res = perturb(teacher, x, y, gen(seed))
+        assert rms(res.x - x).min() > 0.5 * params["eps"]  # every sample moved: the search ran
+        with torch.no_grad():
+            teacher.eval()
+            j0, js, jr = (j(teacher_logits(teacher, v)).mean() for v in (x, res.x, _same_size_random(x, res.x, seed)))
+        gains.append(((js - j0) / (jr - j0).abs().clamp_min(1e-12)).item())
+        assert js > j0, (seed, j0, js, jr)
+    # not a near tie: on every batch the searched step gains more than twice what a random one gains (or loses)
+    assert min(gains) > 2, gains
+
+
+def _projection(teacher, v: torch.Tensor, k: int, w: torch.Tensor) -> torch.Tensor:
+    """ODS's objective for its draw (member k, weights w (B, K)): ``sum_bc w_bc softmax(z_k(v))_bc``."""
+    with torch.no_grad():
+        return (w * teacher_logits(teacher.eval(), v)[k].softmax(-1)).sum()
+
+
+@pytest.mark.parametrize("method", ["ods", "confods"])
+def test_ods_beats_a_random_step_of_its_size_on_its_random_projection(teacher, digits, method):
+    """(Conf)ODS maximises its draw's ``sum_bc w_bc p_k,bc``: its step raises that projection more than a random step
+    of the same per-sample size, for every seed."""
+    for seed in range(5):
+        x, y = batch(digits, seed)
+        x = mid(x)
+        res = make_perturbation(method, {"eta": 2 / 255})(teacher, x, y, gen(seed))
+        g = gen(seed)  # the draws ods_step made: member k, then w ~ U(-1, 1)^(B x K)
+        k = int(torch.randint(3, (1,), generator=g).item())
+        w = torch.rand((len(x), 10), generator=g) * 2 - 1
+        assert rms(res.x - x).min() > 0  # it moved
+        p0, ps = _projection(teacher, x, k, w), _projection(teacher, res.x, k, w)
+        pr = _projection(teacher, _same_size_random(x, res.x, seed), k, w)
+        assert ps - p0 > 2 * (pr - p0).abs() and ps > p0, (seed, p0, ps, pr)
+
+
+def test_the_student_step_trains_on_the_searched_inputs(teacher, digits):
+    """KD with the disagreement search: the student's forward gets [x; x~] with x~ the search's output (not x), and
+    the loss distils the teacher's prediction on x~. A step that skipped the search (or the teacher on x~) fails."""
+    import copy
+
+    from distill.data import Batch
+    from distill.objectives.student import KD, kd_loss
+
+    frozen = copy.deepcopy(teacher).eval()
+    params = {"eps": 4 / 255, "step_size": 2 / 255, "steps": 3}  # no random start: deterministic
+    kd = KD(copy.deepcopy(teacher), make_perturbation("disagree", params), alpha=0.5, temperature=2.0)
+    torch.manual_seed(1)
+    student = build_model({"kind": "ensemble", "archs": ["tiny_cnn"]}, digits.meta).eval()
+    seen = []
+    student.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))
+    x, y = batch(digits, 2)
+    loss, terms = kd(student, Batch(x[None], y[None]))
+    searched = make_perturbation("disagree", params)(frozen, x, y).x
+    (inputs,) = seen
+    assert torch.equal(inputs[: len(x)], x)
+    torch.testing.assert_close(inputs[len(x) :], searched, rtol=0, atol=1e-6)
+    assert rms(searched - x).mean() > 0.5 * params["eps"]
+    with torch.no_grad():
+        s = student(torch.cat([x, searched]))[0]
+        t_searched, t_clean = teacher_logits(frozen, searched), teacher_logits(frozen, x)
+    want, _ = kd_loss(s[:, : len(x)], s[:, len(x) :], t_searched, y, 0.5, 2.0)
+    unsearched, _ = kd_loss(s[:, : len(x)], s[:, len(x) :], t_clean, y, 0.5, 2.0)
+    assert loss.item() == pytest.approx(want.item(), rel=1e-5)
+    assert abs(want.item() - unsearched.item()) > 1e-4  # the two would be told apart
+    assert terms["perturb/delta_rms"].item() == pytest.approx(rms(searched - x).pow(2).mean().sqrt().item(), rel=1e-4)

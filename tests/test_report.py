@@ -5,21 +5,23 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import DIGITS_TRAIN, digits_recipe
 
 from distill import UserError
-from distill.recipe import EvalCfg, OODSetCfg, recipe_from_dict
+from distill.recipe import CostCfg, EvalCfg, OODSetCfg, recipe_from_dict
 from distill.report import evaluate_runs, format_gap_table, gain_share
 from distill.report.evaluate import METRICS
 from distill.report.gain import gain_table, teacher_gain
 from distill.report.members import mean_std
 from distill.report.ood import DETECTION
 from distill.report.perturbation import STATS, perturbation_summary
-from distill.train import train_ensemble, train_student
+from distill.train import train_student
 
 STUDENTS = ("confods", "be")
 MODELS = ("members", "single", "teacher", *STUDENTS)
@@ -28,20 +30,13 @@ SCORES = ["msp", "max_logit", "neg_entropy", "neg_mi"]
 
 
 def _recipe() -> dict:
-    train = {"epochs": 1, "batch_size": 32, "optim": {"lr": 0.05}}
-    ens = {"arch": "tiny_cnn", "members": 2, "objective": {"name": "de"}, "train": train}
-    student = {"arch": "tiny_cnn", "train": train}
-    return {
-        "seed": 0,
-        "data": {"name": "digits", "limit_train": 160, "holdout_classes": [8, 9]},
-        "teacher": ens,
-        "single": {**ens, "members": 1},
-        "students": [
+    student = {"arch": "tiny_cnn", "train": DIGITS_TRAIN}
+    return digits_recipe(
+        students=[
             {**student, "name": "confods", "perturb": {"name": "confods"}},
             {**student, "name": "be", "kind": "batchensemble", "perturb": {"name": "gaussian"}},
-        ],
-        "run": {"progress": False},
-    }
+        ]
+    )
 
 
 CFG = EvalCfg(
@@ -53,16 +48,18 @@ CFG = EvalCfg(
     cam_images=4,
     diversity_images=64,
     batch_size=256,
+    cost=CostCfg(enabled=False),  # the cost table and its ONNX export: tests/test_student_kinds.py
 )
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> Path:
+def runs(tmp_path_factory, digits_runs) -> Path:
+    """The session's shared teacher and single network (conftest.py), and this file's two students of it."""
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("report_runs")
     recipe = recipe_from_dict(_recipe())
-    train_ensemble(recipe, root / "teacher")
-    train_ensemble(recipe, root / "single", section="single")
+    for name in ("teacher", "single"):
+        shutil.copytree(digits_runs / name, root / name)
     for name in STUDENTS:
         train_student(recipe, root / "teacher", root / name, name=name)
     return root
@@ -101,10 +98,13 @@ def test_report_json_has_every_model_and_metric(report):
             else:
                 assert set(cell) == set(DETECTION) and 0 <= cell["auroc"] <= 1, (key, score)
         assert e["ood"]["groups"]["far"]["msp"] is None and e["ood"]["groups"]["near"]["msp"] is not None
-        assert e["ood"]["best"]["score"] in SCORES
+        # the declared score (msp for one network, the members' MI for several), whatever did best on test
+        declared = "msp" if e["size"] == 1 or key == "members" else "neg_mi"
+        assert e["ood"]["primary"] == {"score": declared, "auroc": e["ood"]["mean"][declared]["auroc"]}, key
+        assert data["summary"][key]["ood_auroc/primary"] == e["ood"]["primary"]["auroc"]
         assert list(e["corruption"]["severity"]) == sevs
         assert set(e["corruption"]["corruptions"]) == {"gaussian_noise", "contrast"}
-        assert set(data["summary"][key]) >= {"acc", "cnll", "dee", "ood_auroc/best", "corruption_acc/s5"}
+        assert set(data["summary"][key]) >= {"acc", "cnll", "dee", "ood_auroc/primary", "corruption_acc/s5"}
     members, teacher = data["models"]["members"], data["models"]["teacher"]
     per = [m["acc"] for m in members["per_member"]]
     assert members["metrics"]["acc"] == pytest.approx(sum(per) / 2)
@@ -125,6 +125,46 @@ def test_report_json_has_every_model_and_metric(report):
         assert set(data["gain_share"][s]) == set(data["summary"]["teacher"])
         assert data["gain_share"][s]["ood_auroc/neg_mi"] is None  # no single-model value
     assert data["models"]["teacher"]["perturbation"] is None
+
+
+def test_report_numbers_by_hand_from_each_models_predictions(runs, report):
+    """The numbers of test_report_json_has_every_model_and_metric, recomputed here in numpy from each model's own
+    test logits: acc, NLL and Brier, the agreement with the teacher, the heldout MSP AUROC, and the gain shares
+    from the summary rows (tests/test_report_known.py checks every metric against fixed logits)."""
+    from distill.checkpoint import load_model
+    from distill.data import load_splits
+
+    rep, _ = report
+    splits = load_splits(recipe_from_dict(_recipe()).data)
+    y = splits.test_y.numpy()
+
+    def probs(run: str, x: torch.Tensor) -> np.ndarray:
+        model, _ = load_model(runs / run)
+        with torch.no_grad():
+            logits = model.eval()(x.float() / 255)[0]  # (M, N, K)
+        return logits.double().softmax(-1).mean(0).numpy()
+
+    teacher = probs("teacher", splits.test_x)
+    for key in ("single", "teacher", *STUDENTS):
+        p, p_out = probs(key, splits.test_x), probs(key, splits.heldout_x)
+        got = rep["models"][key]["metrics"]
+        assert got["acc"] == pytest.approx(np.mean(p.argmax(1) == y), abs=1e-12), key
+        assert got["nll"] == pytest.approx(-np.mean(np.log(p[np.arange(len(y)), y])), rel=1e-5), key
+        assert got["brier"] == pytest.approx(np.mean(((p - np.eye(p.shape[1])[y]) ** 2).sum(1)), rel=1e-5), key
+        assert got["agreement"] == pytest.approx(np.mean(p.argmax(1) == teacher.argmax(1)), abs=1e-12), key
+        s_in, s_out = p.max(1), p_out.max(1)  # MSP; in-distribution is the positive class
+        auroc = np.mean((s_in[:, None] > s_out[None]) + 0.5 * (s_in[:, None] == s_out[None]))
+        # 1e-3: a float32 tie broken the other way moves one pair of ~25,000
+        assert rep["models"][key]["ood"]["sets"]["heldout"]["msp"]["auroc"] == pytest.approx(auroc, abs=1e-3), key
+    rows, ref = rep["summary"], rep["reference"]
+    for s in STUDENTS:
+        for metric, higher in (("acc", True), ("nll", False), ("cnll", False), ("brier", False)):
+            t, b, v = rows["teacher"][metric], rows[ref][metric], rows[s][metric]
+            share = rep["gain_share"][s][metric]
+            if (t - b) * (1 if higher else -1) <= 1e-6:
+                assert share is None, (s, metric)  # the teacher gains nothing over the single network here
+            elif share is not None:  # (None where the bootstrap finds the teacher's gain within noise)
+                assert share == pytest.approx((v - b) / (t - b), rel=1e-9), (s, metric)
 
 
 def test_gain_share_by_hand():
@@ -225,7 +265,9 @@ def test_student_on_other_data_is_refused(runs, tmp_path):
 
 
 def test_without_single_the_mean_member_is_the_baseline(runs, tmp_path):
-    cfg = EvalCfg(ood=[], ood_scores=["msp"], corruptions=[], cam_images=2, diversity_images=32)
+    cfg = EvalCfg(
+        ood=[], ood_scores=["msp"], corruptions=[], cam_images=2, diversity_images=32, cost=CostCfg(enabled=False)
+    )
     rep = evaluate_runs(runs / "teacher", [runs / "confods"], None, tmp_path, cfg)
     assert rep["reference"] == "members" and list(rep["models"]) == ["members", "teacher", "confods"]
     assert any("mean member is the single-model baseline" in n for n in rep["notes"])
@@ -234,8 +276,18 @@ def test_without_single_the_mean_member_is_the_baseline(runs, tmp_path):
     assert rep["figures"]["corruption"] is None and (tmp_path / "reliability.png").stat().st_size > 0
     s = rep["summary"]
     expected = (s["confods"]["cnll"] - s["members"]["cnll"]) / (s["teacher"]["cnll"] - s["members"]["cnll"])
-    assert rep["gain_share"]["confods"]["cnll"] == pytest.approx(expected)
+    gain = rep["intervals"]["versus"]["members"]["teacher"]["cnll"]
+    if gain["verdict"] == "better":
+        assert rep["gain_share"]["confods"]["cnll"] == pytest.approx(expected)
+    else:  # a share of a gain this test set cannot tell from 0 is no number (it was -2128% here)
+        assert rep["gain_share"]["confods"]["cnll"] is None
+        assert "within noise" in rep["intervals"]["shares"]["members"]["confods"]["cnll"]["reason"]
     assert "teacher's mean member" in format_gap_table(rep)
+    # without the bootstrap, the point share is the hand formula, and the verdict says it has no intervals
+    points = evaluate_runs(runs / "teacher", [runs / "confods"], None, tmp_path / "p", replace(cfg, bootstrap=0))
+    assert points["intervals"] is None
+    assert points["gain_share"]["confods"]["cnll"] == pytest.approx(expected)
+    assert "no intervals" in format_gap_table(points)
 
 
 def test_frost_from_the_users_photos_is_named_in_the_report(runs, tmp_path):
@@ -258,6 +310,7 @@ def test_frost_from_the_users_photos_is_named_in_the_report(runs, tmp_path):
         frost_images=str(photos),
         cam_images=2,
         diversity_images=32,
+        cost=CostCfg(enabled=False),
     )
     rep = evaluate_runs(runs / "teacher", [], None, tmp_path / "out", cfg)
     assert rep["corruptions"]["seed"] == 3
@@ -322,3 +375,24 @@ def test_report_predicts_in_the_recipes_layout_and_times_the_contiguous_module(r
         for metric, value in row.items():
             if isinstance(value, float):
                 assert fast["summary"][model][metric] == pytest.approx(value, abs=1e-5), (model, metric)
+
+
+def test_report_intervals_pair_the_models(report):
+    """report.json's paired bootstrap: differences equal the summary rows', every interval holds its point, and a
+    share the bootstrap refuses is None in the gain table too."""
+    rep, _ = report
+    iv, summary = rep["intervals"], rep["summary"]
+    assert iv["resamples"] == CFG.bootstrap and iv["confidence"] == 0.95
+    assert {"acc", "nll", "cnll", "brier", "ood_auroc/primary", "corruption_acc/s5"} <= set(iv["metrics"])
+    for model, rows in iv["versus"]["single"].items():
+        for k, c in rows.items():
+            assert c["diff"] == pytest.approx(summary[model][k] - summary["single"][k]), (model, k)
+            assert c["ci"][0] <= c["diff"] + 1e-12 and c["diff"] <= c["ci"][1] + 1e-12, (model, k)
+            assert c["verdict"] in ("better", "worse", "within_noise")
+    for s in STUDENTS:
+        for k, sh in iv["shares"]["single"][s].items():
+            if sh["value"] is None:
+                assert rep["gain_share"][s][k] is None and sh["reason"], (s, k)
+            else:
+                assert sh["value"] == pytest.approx(rep["gain_share"][s][k]), (s, k)
+    assert "paired bootstrap" in format_gap_table(rep)

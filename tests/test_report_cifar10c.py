@@ -33,7 +33,7 @@ def _recipe(root: Path, cifar10c: str | None = None) -> dict:
     return {
         "data": {"name": "cifar10", "root": str(root), "val_fraction": 0.3, "augment": False},
         "teacher": {"arch": "tiny_cnn", "members": 2, "objective": {"name": "de"}, "train": train},
-        "evaluate": {"corruptions": ["fog"], "cifar10c": cifar10c},
+        "evaluate": {"corruptions": ["fog"], "cifar10c": cifar10c, "cost": {"enabled": False}},
         "run": {"progress": False},
     }
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DIGITS_TRAIN, digits_recipe
 
 from distill import UserError
 from distill.checkpoint import load_model
@@ -17,7 +18,7 @@ from distill.cli import main
 from distill.export import export
 from distill.objectives.student import kd_loss
 from distill.recipe import recipe_from_dict
-from distill.train import train_ensemble, train_student
+from distill.train import train_student
 
 
 def test_kd_loss_hand_computed():
@@ -44,22 +45,15 @@ def test_kd_loss_hand_computed():
     assert loss2.item() == pytest.approx(torch.stack(per).mean().item(), rel=1e-6)
 
 
-def _recipe(perturb: str = "confods", kind: str = "single", epochs: int = 1) -> dict:
-    train = {"epochs": epochs, "batch_size": 32, "optim": {"lr": 0.05}}
-    return {
-        "seed": 0,
-        "data": {"name": "digits", "limit_train": 160},
-        "teacher": {"arch": "tiny_cnn", "members": 2, "objective": {"name": "de"}, "train": train},
-        "student": {"arch": "tiny_cnn", "kind": kind, "perturb": {"name": perturb}, "train": train},
-        "run": {"progress": False},
-    }
+def _recipe(perturb: str = "confods", kind: str = "single") -> dict:
+    """A student of the session's shared digits teacher (conftest.py)."""
+    student = {"arch": "tiny_cnn", "kind": kind, "perturb": {"name": perturb}, "train": DIGITS_TRAIN}
+    return digits_recipe(student=student)
 
 
 @pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("t") / "teacher"
-    train_ensemble(recipe_from_dict(_recipe()), out)
-    return out
+def teacher_dir(digits_runs):
+    return digits_runs / "teacher"  # shared: the tests here only read it
 
 
 @pytest.mark.parametrize("perturb, kind", [("confods", "single"), ("disagree", "batchensemble")])
@@ -122,7 +116,9 @@ def test_student_cli_errors(teacher_dir, tmp_path, capsys):
             "--out",
             str(tmp_path / "s"),
             "--set",
-            "data.limit_train=160",  # the teacher's subset: otherwise the same-data check fires first
+            "data.limit_train=160",  # the teacher's subset and held-out classes: otherwise the same-data check
+            "--set",  # fires first
+            "data.holdout_classes=[8,9]",
             "--set",
             "student.perturb.name=fgsm",
         ]

@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import DIGITS_TRAIN, digits_recipe
 
 from distill import UserError
 from distill.checkpoint import load_model
@@ -20,9 +22,9 @@ from distill.perturb import PERTURBATIONS
 from distill.recipe import CostCfg, EvalCfg, OODSetCfg, recipe_from_dict
 from distill.report import evaluate_runs
 from distill.students import STUDENT_KINDS, readout_for
-from distill.train import train_ensemble, train_student
+from distill.train import train_student
 
-TRAIN = {"epochs": 1, "batch_size": 32, "optim": {"lr": 0.05}}
+TRAIN = DIGITS_TRAIN
 KINDS = {
     "single": {},
     "batchensemble": {},
@@ -32,15 +34,8 @@ KINDS = {
 
 
 def _recipe(students: list[dict]) -> dict:
-    ens = {"arch": "tiny_cnn", "members": 2, "objective": {"name": "de"}, "train": TRAIN}
-    return {
-        "seed": 0,
-        "data": {"name": "digits", "limit_train": 160, "holdout_classes": [8, 9]},
-        "teacher": ens,
-        "single": {**ens, "members": 1},
-        "students": [{"arch": "tiny_cnn", "train": TRAIN, **s} for s in students],
-        "run": {"progress": False},
-    }
+    """The session's shared digits recipe (conftest.py) with these students."""
+    return digits_recipe(students=[{"arch": "tiny_cnn", "train": TRAIN, **s} for s in students])
 
 
 NAMES = {"single": "kd", "batchensemble": "be", "hydra": "hydra", "dirichlet": "end2"}  # "single" is the baseline's
@@ -48,11 +43,12 @@ STUDENTS = [{"name": NAMES[k], "kind": k, "options": o, "perturb": {"name": "dis
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> Path:
+def runs(tmp_path_factory, digits_runs) -> Path:
+    """The session's shared teacher and single network (conftest.py), and a student of every kind."""
     root = tmp_path_factory.mktemp("kinds")
     recipe = recipe_from_dict(_recipe(STUDENTS))
-    train_ensemble(recipe, root / "teacher")
-    train_ensemble(recipe, root / "single", section="single")
+    for name in ("teacher", "single"):
+        shutil.copytree(digits_runs / name, root / name)
     for s in STUDENTS:
         train_student(recipe, root / "teacher", root / s["name"], name=s["name"])
     return root
@@ -81,12 +77,43 @@ def test_end2_anneals_its_temperature_during_training(runs):
     assert 1.0 < h["temperature"] < 5.0 and math.isfinite(h["dirichlet_nll"])
 
 
+# What each method's step must measure (per-pixel RMS of x~ - x, epoch mean) at its defaults: eta = 1/255 for
+# gaussian / ods (clipping at 0 and 1 only shrinks it), ConfODS scales it by a confidence <= 1, disagree stays in
+# its eps = 2/255 ball, mixup moves images by a whole fraction of another image, none by nothing.
+STEP_RMS = {
+    "none": (0.0, 0.0),
+    "gaussian": (0.2 / 255, 1.0001 / 255),
+    "ods": (0.2 / 255, 1.0001 / 255),
+    "confods": (0.05 / 255, 1.0001 / 255),
+    "disagree": (0.2 / 255, 2.0001 / 255),
+    "mixup": (0.02, 1.0),
+}
+
+
+def test_every_perturbation_has_a_step_size():
+    assert set(STEP_RMS) == set(PERTURBATIONS)
+
+
 @pytest.mark.parametrize("perturb", sorted(PERTURBATIONS))
-def test_end2_runs_with_every_perturbation_method(runs, tmp_path, perturb):
+def test_end2_runs_with_every_perturbation_method(runs, tmp_path, perturb, digits):
     student = {"name": "d", "kind": "dirichlet", "perturb": {"name": perturb}}
     summary = train_student(recipe_from_dict(_recipe([student])), runs / "teacher", tmp_path / "d")
     h = summary["history"][0]
-    assert math.isfinite(h["loss"]) and "perturb/mi_perturbed" in h
+    assert math.isfinite(h["loss"]) and math.isfinite(h["dirichlet_nll"])
+    lo, hi = STEP_RMS[perturb]
+    assert lo <= h["perturb/delta_rms"] <= hi, h["perturb/delta_rms"]  # the student saw the method's x~
+    if perturb == "disagree":  # the search found inputs where the members disagree more than on x
+        assert h["perturb/mi_perturbed"] > h["perturb/mi_clean"]
+    if perturb == "none":
+        assert h["perturb/mi_perturbed"] == h["perturb/mi_clean"]
+    # what the trained student outputs: one concentration vector per image, read as a distribution summing to 1
+    model, info = load_model(tmp_path / "d")
+    x = digits.val_x[:16].float() / 255
+    with torch.no_grad():
+        logits = model(x)[0]
+    assert logits.shape == (1, 16, 8)  # one network, 16 images, 10 digits minus the 2 held out
+    probs = readout_for(info["spec"]).log_predictive(logits).exp()
+    torch.testing.assert_close(probs.sum(-1), torch.ones(16, dtype=probs.dtype), rtol=0, atol=1e-6)
 
 
 def test_kind_options_are_checked(runs, tmp_path):

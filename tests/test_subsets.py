@@ -104,3 +104,14 @@ def test_cli_names_the_missing_class_and_exits_2(tmp_path):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and " split of 'imagefolder'" in lines[0] and "class(es) 2" in lines[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_fewer_items_than_classes_draws_the_classes_by_seed():
+    """8 of 10 balanced classes: which classes get an item depends on the seed, not on the class index."""
+    y = torch.arange(10).repeat_interleave(50)
+    kept = [set(y[stratified_subset(y, 8, seed=s, seeded_ties=True)].tolist()) for s in range(6)]
+    assert all(len(k) == 8 for k in kept)
+    assert any(k != set(range(8)) for k in kept)  # ship (8) or truck (9) appear for some seed
+    assert len({frozenset(k) for k in kept}) > 1
+    # training subsets keep the draw of earlier versions (every trained run's data depends on it)
+    assert set(y[stratified_subset(y, 8, seed=0)].tolist()) == set(range(2, 10))

@@ -1,11 +1,12 @@
 """Accuracy of one trained run under every corruption and severity: a markdown table.
 
     python tools/corruption_accuracy.py RUN_DIR [--root DATA] [--images 1000] [--extras] \
-        [--frost-images DIR] [--seed 0] [--batch-size 250] [--out results/corruption_accuracy.md]
+        [--frost-images DIR] [--seed 0] [--subset-seed 0] [--batch-size 250] [--out results/corruption_accuracy.md]
 
-The first ``--images`` test images of the run's own data (its recipe's ``data`` section; ``--root`` overrides
-where the dataset lies), corrupted as the report's sweep corrupts them (image i's noise from ``(seed, i)``),
-scored by the accuracy of the run's averaged probabilities. Rows: the 15 CIFAR-10-C corruptions (and the 4
+``--images`` test images of the run's own data (its recipe's ``data`` section; ``--root`` overrides where the
+dataset lies), drawn class-stratified with ``--subset-seed`` as the report draws them, corrupted as the report's
+sweep corrupts them (image i's noise from ``(seed, i)``), scored by the accuracy of the run's averaged
+probabilities. Rows: the 15 CIFAR-10-C corruptions (and the 4
 extras with ``--extras``); with ``--frost-images``, one more row for frost made from the photos.
 """
 
@@ -21,6 +22,7 @@ import torch
 
 from distill.checkpoint import load_model
 from distill.data.corruptions import BENCHMARK, EXTRAS, SEVERITIES
+from distill.data.subsets import eval_subset
 from distill.metrics import accuracy
 from distill.predict import predict_logits
 from distill.recipe import recipe_from_dict
@@ -37,6 +39,7 @@ def main() -> None:
     ap.add_argument("--extras", action="store_true", help="also the 4 extra corruptions of the release")
     ap.add_argument("--frost-images", help="directory of the frost photos: adds a row for frost from them")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--subset-seed", type=int, default=0, help="seed of the class-stratified draw of test images")
     ap.add_argument("--batch-size", type=int, default=250)
     ap.add_argument("--out", type=Path, help="also write the table here")
     args = ap.parse_args()
@@ -45,7 +48,8 @@ def main() -> None:
     recipe = recipe_from_dict(info["recipe"])
     data = recipe.data if args.root is None else dataclasses.replace(recipe.data, root=args.root)
     splits = load_splits(data)
-    x, y = splits.test_x[: args.images], splits.test_y[: args.images]
+    idx = eval_subset(splits.test_y, args.images, args.subset_seed)  # the split may be class-sorted
+    x, y = splits.test_x[idx], splits.test_y[idx]
 
     def acc(images: torch.Tensor) -> float:
         return accuracy(mean_probs64(predict_logits(model, images, args.batch_size, "cpu")), y)
@@ -56,8 +60,8 @@ def main() -> None:
     start = time.perf_counter()
     clean = acc(x)
     lines = [
-        f"{args.run}: accuracy on the first {len(y)} test images of {data.name}, clean {clean:.4f}; "
-        f"corruption seed {args.seed}",
+        f"{args.run}: accuracy on {len(y)} test images of {data.name} drawn class-stratified (seed "
+        f"{args.subset_seed}), clean {clean:.4f}; corruption seed {args.seed}",
         "",
         "| corruption | " + " | ".join(f"s{s}" for s in SEVERITIES) + " | mean |",
         "|---|" + "---|" * (len(SEVERITIES) + 1),

@@ -49,5 +49,22 @@ echo "bench: rc $? in $(( $(date +%s) - t0 )) s" | tee -a "$out/steps.txt"
 t0=$(date +%s)
 timeout "$limit_run" "$py" -m distill run recipes/cifar10_fast.yaml --out "$out/fast" "${run[@]}" > "$out/run.log" 2>&1
 echo "cifar10_fast: rc $? in $(( $(date +%s) - t0 )) s" | tee -a "$out/steps.txt"
+# 3. members spread over processes (issue 35): the cifar10_fast teacher with run.parallel=members, one process per
+# GPU (2 epochs), beside step 2's one-GPU teacher; needs 2 GPUs or more (--tiny: 2 CPU processes, gloo, digits)
+if [ $tiny = 1 ]; then
+  nproc=2
+  spread=(--recipe recipes/digits_de.yaml --set teacher.train.epochs=1 --set data.limit_train=256)
+else
+  nproc=$("$py" -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
+  spread=(--recipe recipes/cifar10_fast.yaml --set data.root="$data" --set teacher.train.epochs=2)
+fi
+if [ "$nproc" -ge 2 ]; then
+  t0=$(date +%s)
+  timeout "${LIMIT_SPREAD:-150}" "$py" -m torch.distributed.run --standalone --nproc_per_node "$nproc" -m distill teacher \
+    "${spread[@]}" --set run.parallel=members --set run.progress=false --out "$out/spread" > "$out/spread.log" 2>&1
+  echo "spread ($nproc processes): rc $? in $(( $(date +%s) - t0 )) s" | tee -a "$out/steps.txt"
+else
+  echo "spread: skipped ($nproc GPU; members spread over processes needs 2 or more)" | tee -a "$out/steps.txt"
+fi
 tail -n 5 "$out/bench.log" "$out/run.log"
 "$py" tools/device_table.py "$out"

@@ -64,12 +64,29 @@ def pipeline_lines(fast: Path) -> list[str]:
     for k, row in report["summary"].items():
         lines.append(
             f"{k:12s} {_f(row.get('acc'), 4):>7s} {_f(row.get('nll'), 4):>7s} {_f(row.get('cnll'), 4):>7s} "
-            f"{_f(row.get('ece'), 4):>7s} {_f(row.get('ood_auroc/best'), 4):>9s}"
+            f"{_f(row.get('ece'), 4):>7s} {_f(row.get('ood_auroc/primary'), 4):>9s}"
         )
     members = report["models"].get("members", {}).get("per_member")
     if members:
         lines.append("members' acc: " + ", ".join(_f(m.get("acc"), 4) for m in members) + "  (goal >= 0.93)")
     return lines
+
+
+def spread_lines(out: Path) -> list[str]:
+    """Step 3: the teacher with its members spread over processes, beside the one-process teacher of step 2 (the
+    ratio only when both trained the same members)."""
+    spread = _load(out / "spread" / "summary.json")
+    if spread is None:
+        return []
+    t = spread.get("epoch_time_s_median")
+    line = f"members spread over {spread.get('processes')} processes: teacher epoch {_f(t)} s"
+    one = _load(out / "fast" / "teacher" / "summary.json") or {}
+    same = (_load(out / "spread" / "model.json") or {}).get("spec") == (
+        _load(out / "fast" / "teacher" / "model.json") or {}
+    ).get("spec")
+    if same and t and one.get("epoch_time_s_median"):
+        line += f" vs {_f(one['epoch_time_s_median'])} s on one process ({one['epoch_time_s_median'] / t:.2f}x)"
+    return [line]
 
 
 def main(out: Path) -> None:
@@ -78,7 +95,7 @@ def main(out: Path) -> None:
     steps = out / "steps.txt"
     if steps.is_file():
         print(steps.read_text().strip())
-    for line in [*bench_lines(_load(out / "bench" / "bench.json")), *pipeline_lines(out / "fast")]:
+    for line in [*bench_lines(_load(out / "bench" / "bench.json")), *pipeline_lines(out / "fast"), *spread_lines(out)]:
         print(line)
 
 

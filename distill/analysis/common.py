@@ -75,6 +75,9 @@ def check_options(analysis: str, opts: dict[str, Any], defaults: dict[str, Any])
     if unknown:
         raise UserError(f"{analysis}: unknown option {unknown[0]!r}; expected one of: {', '.join(defaults)}")
     o = {**defaults, **opts}
+    seed = o.get("subset_seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UserError(f"{analysis}: option 'subset_seed' must be an integer >= 0, got {seed!r}")
     o["severities"] = [int(s) for s in o["severities"]]
     o["corruptions"] = None if o["corruptions"] is None else list(o["corruptions"])
     return o

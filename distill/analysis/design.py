@@ -6,15 +6,16 @@ For every teacher run, on its test split:
 * prediction diversity (:func:`distill.metrics.prediction_diversity`): disagreement, pairwise KL, mutual
   information, and the oracle measures of Kuncheva & Whitaker (oracle disagreement, Q statistic, correlation,
   double fault, Kohavi-Wolpert variance);
-* attribution similarity on the first ``diversity_images`` test images: the members' input gradients of the true
-  class's logit (vanilla-gradient saliency, Simonyan et al. 2014) compared by
+* attribution similarity on ``diversity_images`` test images drawn class-stratified (``subset_seed``, as every
+  subset here: :func:`distill.data.subsets.eval_subset`; the split may be class-sorted): the members' input
+  gradients of the true class's logit (vanilla-gradient saliency, Simonyan et al. 2014) compared by
   :func:`distill.metrics.attribution_similarity` (signed cosine, saliency-map cosine, IoU of the top 10% pixels),
   and the SDDE Grad-CAM cosine (:func:`distill.saliency.mean_cam_similarity`);
 * activation similarity: mean pairwise linear CKA (:func:`distill.metrics.mean_pairwise_cka`) of the members'
   CAM-layer feature maps (flattened), on the same images: ``cam_feature_cka``, not the report's ``cka`` (which
   compares penultimate features);
 * accuracy, NLL and Brier of the ensemble (mean of member probabilities) and its members' mean accuracy;
-* corruption resilience on the first ``corruption_limit`` test images: the ensemble's accuracy averaged over every
+* corruption resilience on ``corruption_limit`` drawn test images: the ensemble's accuracy averaged over every
   corruption and severity (``corrupt_acc``), and its drop from the clean accuracy on the same images
   (``corrupt_drop``); also per severity.
 
@@ -42,6 +43,7 @@ from distill.analysis.common import (
     scores,
 )
 from distill.checkpoint import atomic_write_text
+from distill.data.subsets import eval_subset, subset_record
 from distill.jsonio import to_plain, write_json
 from distill.metrics import accuracy, attribution_similarity, mean_pairwise_cka, prediction_diversity
 from distill.models.ensemble import eval_mode, mean_probs
@@ -72,7 +74,8 @@ DEFAULTS: dict[str, Any] = {
     "severities": (1, 2, 3, 4, 5),
     "corruption_limit": 1000,
     "top_frac": 0.1,  # attribution IoU: the top fraction of pixels
-    "seed": 0,
+    "seed": 0,  # corruption noise
+    "subset_seed": 0,  # the class-stratified draws of diversity_images and corruption_limit test images
     "device": None,
     "batch_size": 512,
 }
@@ -137,14 +140,17 @@ def evaluate_run(run_dir: Path, o: dict[str, Any]) -> dict[str, Any]:
         "member_acc_mean": float(np.mean([accuracy(p, y) for p in probs])),
     }
     row.update(prediction_diversity(probs, y))
-    n = min(o["diversity_images"], len(y))
-    row.update(attribution_and_activation(model, x[:n], y[:n], device, o["top_frac"]))
-    n_c = min(o["corruption_limit"], len(y))
-    xc, keys = corruption_set(x[:n_c], o["corruptions"], o["severities"], o["seed"])
+    k, seed = splits.meta.num_classes, o["subset_seed"]
+    idx = eval_subset(y, o["diversity_images"], seed)
+    row.update(attribution_and_activation(model, x[idx], y[idx], device, o["top_frac"]))
+    row["subsets"] = {"diversity": subset_record(y[idx], seed, k)}
+    idx = eval_subset(y, o["corruption_limit"], seed)  # the clean accuracy is on the same images
+    xc, keys = corruption_set(x[idx], o["corruptions"], o["severities"], o["seed"])
     if keys:
+        row["subsets"]["corruption"] = subset_record(y[idx], seed, k)
         pc = mean_probs(predict_logits(model, xc, batch_size=o["batch_size"], device=device))
-        corr = corruption_scores(pc, y[:n_c], keys)
-        clean = accuracy(mean_probs(logits[:, :n_c]), y[:n_c])
+        corr = corruption_scores(pc, y[idx], keys)
+        clean = accuracy(mean_probs(logits[:, idx]), y[idx])
         row["corrupt_acc"] = corr["mean"]["acc"]
         row["corrupt_nll"] = corr["mean"]["nll"]
         row["corrupt_drop"] = clean - corr["mean"]["acc"]

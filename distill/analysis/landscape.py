@@ -79,6 +79,8 @@ DEFAULTS: dict[str, Any] = {
     "corruptions": None,  # None: all 15; [] skips the corrupted evaluation
     "severities": (1, 2, 3, 4, 5),
     "corruption_limit": 500,  # test images corrupted
+    # the class-stratified draws of corruption_limit test, bn_images training and points validation images
+    "subset_seed": 0,
     "tsne": True,
     "seed": 0,
     "device": None,
@@ -200,6 +202,7 @@ def analyze_landscape(teacher_dir: Path, out: Path, **opts: Any) -> dict[str, An
     # --- interpolation between two members ---------------------------------------------------------
     result["interpolation"] = interpolation_analysis(members, ev, o, figs, result["notes"])
     result["figures"] = figs.names
+    result["subsets"] = ev.subsets
     result = to_plain(result)  # plain data: lists, floats, None for NaN
     write_json(out / "landscape.json", result)
     return result

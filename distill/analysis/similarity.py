@@ -14,6 +14,7 @@ from torch import nn
 
 from distill.analysis.common import FigureList, member_probs
 from distill.analysis.trajectory import Trajectory, flat_params
+from distill.data.subsets import eval_subset
 from distill.metrics import accuracy
 
 
@@ -76,14 +77,18 @@ def tsne_paths(probs: torch.Tensor, seed: int = 0) -> np.ndarray | None:
 
 def similarity_analysis(members, traj, f0, ev, o, figs) -> dict[str, Any]:
     """Weight cosine (with and without normalisation parameters) and disagreement across ``members`` on the
-    trajectory's fixed images (else the first ``points`` validation images) and, with a trajectory, across the
-    epochs of member ``f0``; draws ``similarity.png``."""
+    trajectory's fixed images (else ``points`` validation images drawn class-stratified with ``subset_seed``) and,
+    with a trajectory, across the epochs of member ``f0``; draws ``similarity.png``."""
     from matplotlib.figure import Figure
 
-    x = traj.x if traj is not None else ev.val_x[: o["points"]]
+    if traj is not None:
+        x, points = traj.x, "trajectory"
+    else:
+        x = ev.val_x[eval_subset(ev.val_y, o["points"], o["subset_seed"])]
+        points = f"{len(x)} validation images drawn class-stratified (seed {o['subset_seed']})"
     probs = torch.stack([member_probs(net, x, ev.device, ev.bs) for net in members])
     res: dict[str, Any] = {
-        "points": "trajectory" if traj is not None else f"first {len(x)} validation images",
+        "points": points,
         "members": {
             "weight_cosine": cosine_matrix([flat_params(net) for net in members]),
             # BatchNorm's scales start at 1 in every member and can dominate the flattened vector of a small

@@ -23,6 +23,7 @@ from distill.analysis.samplers import (
     set_flat_params,
 )
 from distill.analysis.trajectory import Trajectory, flat_params
+from distill.data.subsets import eval_subset, subset_record
 from distill.metrics import accuracy, nll
 
 SAMPLERS = ("average", "diagonal", "low_rank", "random", "dropout")
@@ -50,18 +51,28 @@ class EnsembleGroup:
 
 
 class Evaluator:
-    """Evaluates networks on the test split, its corrupted copies and training data, on one device."""
+    """Evaluates networks on the test split, its corrupted copies and training data, on one device.
+
+    The corrupted test images and the BatchNorm training images are drawn class-stratified with
+    ``opts["subset_seed"]`` (the splits may be class-sorted: their heads would be the first classes only);
+    ``subsets`` records both draws."""
 
     def __init__(self, splits, device, opts: dict[str, Any]) -> None:
         self.device, self.bs = device, opts["batch_size"]
         self.test_x, self.test_y = splits.test_x, splits.test_y
-        n_c = min(opts["corruption_limit"], len(self.test_y))
-        self.corr_y = splits.test_y[:n_c]
+        seed, k = opts["subset_seed"], splits.meta.num_classes
+        idx = eval_subset(splits.test_y, opts["corruption_limit"], seed)
+        self.corr_y = splits.test_y[idx]
         self.corr_x, self.keys = corruption_set(
-            splits.test_x[:n_c], opts["corruptions"], opts["severities"], opts["seed"]
+            splits.test_x[idx], opts["corruptions"], opts["severities"], opts["seed"]
         )
-        n_bn = len(splits.train_y) if opts["bn_images"] is None else min(opts["bn_images"], len(splits.train_y))
-        self.bn_x, self.bn_y = splits.train_x[:n_bn], splits.train_y[:n_bn]
+        n_bn = len(splits.train_y) if opts["bn_images"] is None else opts["bn_images"]
+        idx = eval_subset(splits.train_y, n_bn, seed)
+        # shuffled too: recompute_bn averages per-batch variances, and batches of a class-sorted draw would hold
+        # one class each, their within-class variance far below the whole data's
+        idx = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed))]
+        self.bn_x, self.bn_y = splits.train_x[idx], splits.train_y[idx]
+        self.subsets = {"corruption": subset_record(self.corr_y, seed, k), "bn": subset_record(self.bn_y, seed, k)}
         self.val_x, self.val_y = splits.val_x, splits.val_y
         self.bn_batch = opts["bn_batch_size"]
 

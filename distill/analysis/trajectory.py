@@ -30,6 +30,7 @@ from torch import nn
 
 from distill import UserError
 from distill.checkpoint import META_KEY, save_tensors
+from distill.data.subsets import eval_subset
 from distill.predict import predict_logits
 
 TRAJECTORY_DIR = "trajectory"
@@ -57,7 +58,8 @@ class TrajectoryRecorder:
     member's softmax outputs on ``x_fixed`` and, with ``record_weights``, its flattened weights to
     ``run_dir/trajectory/``.
 
-    ``x_fixed``: uint8 images ``(N, C, H, W)`` (usually the first 500 validation images: see :meth:`from_splits`);
+    ``x_fixed``: uint8 images ``(N, C, H, W)`` (usually 500 validation images drawn class-stratified: see
+    :meth:`from_splits`);
     ``y_fixed``: their labels, stored beside them for accuracy along the trajectory. The model is evaluated in eval
     mode (BatchNorm running statistics) and its train/eval flags are restored afterwards; nothing is computed
     when the recorder is not installed.
@@ -81,11 +83,11 @@ class TrajectoryRecorder:
         self.batch_size = batch_size
 
     @classmethod
-    def from_splits(cls, splits, images: int = 500, record_weights: bool = False) -> TrajectoryRecorder:
-        """A recorder on the first ``images`` validation images (the validation split is already a seeded random
-        subset, so its head is a fixed random sample)."""
-        n = min(images, len(splits.val_y))
-        return cls(splits.val_x[:n], record_weights, y_fixed=splits.val_y[:n])
+    def from_splits(cls, splits, images: int = 500, record_weights: bool = False, seed: int = 0) -> TrajectoryRecorder:
+        """A recorder on ``images`` validation images drawn class-stratified with ``seed``. The validation split's
+        indices are sorted, so on a class-sorted image folder its head is the first classes only."""
+        idx = eval_subset(splits.val_y, images, seed)
+        return cls(splits.val_x[idx], record_weights, y_fixed=splits.val_y[idx])
 
     def __call__(self, epoch: int, model: nn.Module, run_dir: Path) -> None:
         folder = Path(run_dir) / TRAJECTORY_DIR

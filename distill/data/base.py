@@ -8,7 +8,9 @@ dataset: held-out classes, the seeded val / test split, per-channel mean and std
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,10 +113,71 @@ def check_images(x: torch.Tensor, y: torch.Tensor, source: str) -> None:
         raise UserError(f"{source}: {x.shape[0]} images but labels of shape {tuple(y.shape)}")
 
 
-def raw_data(name: str, root: str | Path | None) -> RawData:
+@dataclass(frozen=True)
+class DecodeOptions:
+    """What the recipe says of decoding, for the loaders that decode and cache (:mod:`distill.data.images`):
+    ``data.image_size`` as (H, W) and ``data.cache_dir``. Set around a loader call by :func:`raw_data` (a context
+    variable, so the loaders' one-argument signature stays); None: the defaults."""
+
+    image_size: tuple[int, int] | None = None
+    cache_dir: Path | None = None
+
+
+_DECODE: ContextVar[DecodeOptions | None] = ContextVar("distill_decode", default=None)
+
+
+def current_decode_options() -> DecodeOptions:
+    return _DECODE.get() or DecodeOptions()
+
+
+@contextmanager
+def decode_options(options: DecodeOptions) -> Iterator[None]:
+    token = _DECODE.set(options)
+    try:
+        yield
+    finally:
+        _DECODE.reset(token)
+
+
+FIT_CHUNK = 1024  # images resized per call: a float copy of a whole dataset would take 4x its uint8 memory
+
+
+def fit_images(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 images ``(N, C, h, w)`` -> ``(N, C, H, W)``: scaled (bilinear, antialiased) so that they cover
+    ``size``, i.e. the shorter side relative to ``size`` fits exactly, then centre-cropped; torchvision's
+    ``Resize`` + ``CenterCrop``. Images already of ``size`` are returned as they are (the same pixels)."""
+    (h, w), (th, tw) = x.shape[2:], size
+    if (h, w) == (th, tw):
+        return x
+    scale = max(th / h, tw / w)
+    sh, sw = max(th, round(h * scale)), max(tw, round(w * scale))
+    top, left = (sh - th) // 2, (sw - tw) // 2
+    out = []
+    for i in range(0, len(x), FIT_CHUNK):
+        xf = x[i : i + FIT_CHUNK].float()
+        if (sh, sw) != (h, w):
+            xf = torch.nn.functional.interpolate(xf, size=(sh, sw), mode="bilinear", antialias=True)
+        out.append(xf[:, :, top : top + th, left : left + tw].round().clamp(0, 255).to(torch.uint8))
+    return torch.cat(out) if out else x.new_empty((0, x.shape[1], th, tw))
+
+
+def raw_data(
+    name: str,
+    root: str | Path | None,
+    *,
+    image_size: tuple[int, int] | None = None,
+    cache_dir: str | Path | None = None,
+) -> RawData:
+    """What loader ``name`` reads from ``root``; with ``image_size``, every image fitted to it (:func:`fit_images`),
+    per image by the decoding loaders (so mixed sizes load), here for the others."""
     if name not in LOADERS:
         raise unknown("data.name", "dataset", name, LOADERS)
-    raw = LOADERS[name](Path(root).expanduser() if root else None)
+    options = DecodeOptions(image_size, Path(cache_dir).expanduser() if cache_dir else None)
+    with decode_options(options):
+        raw = LOADERS[name](Path(root).expanduser() if root else None)
+    if image_size is not None:
+        raw.x = fit_images(raw.x, image_size)
+        raw.test_x = fit_images(raw.test_x, image_size) if raw.test_x is not None else None
     check_images(raw.x, raw.y, f"dataset '{name}'")
     return raw
 
@@ -127,7 +190,7 @@ def _split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tens
     return perm[k:].sort().values, perm[:k].sort().values
 
 
-def stratified_subset(y: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+def stratified_subset(y: torch.Tensor, n: int, seed: int, seeded_ties: bool = False) -> torch.Tensor:
     """Sorted indices of ``n`` items of labels ``y`` drawn per class in proportion to the class sizes.
 
     Each class gets ``floor(n * share)`` items, and the largest remainders one more, so the count is exactly
@@ -141,9 +204,15 @@ def stratified_subset(y: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     exact = counts.double() * n / len(y)
     take = exact.floor().long()
     order = (exact - take).argsort(descending=True, stable=True)
+    if seeded_ties:
+        # Ties of the remainders (balanced classes) broken by a seeded order, not by class index: 8 images of
+        # CIFAR-10's 10 classes would otherwise never hold a ship or a truck. Off for training subsets, whose draws
+        # (and so every trained run's data) stay those of earlier versions.
+        tie = torch.randperm(len(classes), generator=torch.Generator().manual_seed(seed + 1))
+        order = tie[(exact - take)[tie].argsort(descending=True, stable=True)]
     take[order[: n - int(take.sum())]] += 1
     short = (take == 0) & (counts > 0)
-    if short.any():  # give a class with no item one, from the classes with the most
+    if short.any() and not (seeded_ties and n < len(classes)):  # give a class with no item one, from the largest
         for c in short.nonzero().flatten().tolist():
             take[int(take.argmax())] -= 1
             take[c] = 1
@@ -185,6 +254,8 @@ def load_dataset(
     test_fraction: float = 0.2,
     limit_train: int | None = None,
     holdout_classes: list[int] | tuple[int, ...] = (),
+    image_size: tuple[int, int] | None = None,
+    cache_dir: str | Path | None = None,
 ) -> Splits:
     """Load a dataset by name and cut it into fixed train / val / test splits.
 
@@ -194,9 +265,10 @@ def load_dataset(
     ``holdout_classes`` are removed everywhere and their test images kept as ``heldout_x`` (an OOD set);
     the remaining labels are renumbered 0..K-1. ``limit_train`` keeps a seeded, class-stratified subset of
     the training split (:func:`stratified_subset`), recorded in ``meta.subset``. Every split must hold
-    every class, or this is a :class:`UserError` naming the split and the classes.
+    every class, or this is a :class:`UserError` naming the split and the classes. ``image_size`` and
+    ``cache_dir``: :func:`raw_data`.
     """
-    raw = raw_data(name, root)
+    raw = raw_data(name, root, image_size=image_size, cache_dir=cache_dir)
     x, y = raw.x, raw.y
     if raw.test_x is None:
         keep, test = _split(len(y), test_fraction, split_seed)
@@ -266,6 +338,8 @@ def load_splits(data: DataCfg) -> Splits:
         test_fraction=data.test_fraction,
         limit_train=data.limit_train,
         holdout_classes=data.holdout_classes,
+        image_size=data.image_hw(),
+        cache_dir=data.cache_dir,
     )
 
 
@@ -285,8 +359,10 @@ def conform(x: torch.Tensor, like: DatasetMeta) -> torch.Tensor:
     return x.contiguous()
 
 
-def load_ood(name: str, root: str | Path | None, like: DatasetMeta) -> torch.Tensor:
+def load_ood(
+    name: str, root: str | Path | None, like: DatasetMeta, cache_dir: str | Path | None = None
+) -> torch.Tensor:
     """Images of an OOD dataset in ``like``'s format: its official test split, or all of it."""
-    raw = raw_data(name, root)
+    raw = raw_data(name, root, cache_dir=cache_dir)
     x = raw.test_x if raw.test_x is not None else raw.x
     return conform(x, like)

@@ -19,6 +19,7 @@ class Batch:
     x: torch.Tensor  # (V, B, C, H, W) float in [0, 1]; V views, one per member when orders differ
     y: torch.Tensor  # (V, B) int64
     outlier: torch.Tensor | None = None  # (B, C, H, W): an outlier-exposure batch, when configured
+    transfer: torch.Tensor | None = None  # (B, C, H, W): unlabelled transfer images (data.transfer), for students
 
 
 def make_augment(crop_padding: int, flip: bool, size: tuple[int, int]) -> nn.Module | None:
@@ -55,11 +56,13 @@ class DeviceLoader:
         rank: int = 0,
         world: int = 1,
         outlier_x: torch.Tensor | None = None,
+        transfer_x: torch.Tensor | None = None,
     ) -> None:
         self.x, self.y = x, y  # (N, C, H, W) uint8 and (N,), already on the device
         self.batch_size, self.views, self.seed = batch_size, views, seed
         self.augment, self.rank, self.world = augment, rank, world
         self.outlier_x = outlier_x
+        self.transfer_x = transfer_x  # (N', C, H, W) uint8: B of them per step, in their own seeded order
         per_rank = len(y) // world
         self.steps = per_rank // batch_size
         if self.steps == 0:
@@ -79,10 +82,8 @@ class DeviceLoader:
     def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         b = self.batch_size
         orders = torch.stack([self._order(epoch, v, len(self.y)) for v in range(self.views)])  # (V, S*B)
-        out_order = None
-        if self.outlier_x is not None:
-            out_order = self._order(epoch, 10_007, len(self.outlier_x))
-            out_order = out_order.repeat(1 + self.steps * b // max(len(out_order), 1))
+        out_order = self._extra_order(self.outlier_x, epoch, 10_007)
+        transfer_order = self._extra_order(self.transfer_x, epoch, 10_009)
         for step in range(start, self.steps):
             idx = orders[:, step * b : (step + 1) * b]  # (V, B)
             xb = self._images(idx.reshape(-1), self.x)
@@ -91,7 +92,18 @@ class DeviceLoader:
             outlier = None
             if out_order is not None:
                 outlier = self._images(out_order[step * b : (step + 1) * b], self.outlier_x)
-            yield Batch(x=xb, y=yb, outlier=outlier)
+            transfer = None
+            if transfer_order is not None:
+                transfer = self._images(transfer_order[step * b : (step + 1) * b], self.transfer_x)
+            yield Batch(x=xb, y=yb, outlier=outlier, transfer=transfer)
+
+    def _extra_order(self, x: torch.Tensor | None, epoch: int, view: int) -> torch.Tensor | None:
+        """A seeded order over an extra image set (outliers, transfer images), repeated to cover every step's
+        ``batch_size`` when the set is smaller than the epoch's batches."""
+        if x is None:
+            return None
+        order = self._order(epoch, view, len(x))
+        return order.repeat(1 + self.steps * self.batch_size // max(len(order), 1))
 
 
 def eval_batches(x: torch.Tensor, batch_size: int, device: torch.device | str) -> Iterator[torch.Tensor]:

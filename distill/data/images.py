@@ -3,8 +3,13 @@
 The layout is torchvision's ``ImageFolder``: ``{train,test}/<class>/<images>`` (``val/`` stands in for a missing
 ``test/``) or ``<class>/<images>`` with no official test split, as a directory or a ``.tar[.gz|.bz2|.xz]`` read in
 one streaming pass (nothing is extracted to disk); one extra top-level folder is allowed. Classes are the sorted
-class folder names, as in ``ImageFolder``. Decoding is slow, so the result is cached in ``$DISTILL_CACHE`` (default
-``~/.cache/distill``) under a key of the source's absolute path, sizes and modification times.
+class folder names, as in ``ImageFolder``. Decoding is slow, so the result is cached in the recipe's
+``data.cache_dir``, else ``$DISTILL_CACHE``, else ``~/.cache/distill``, under a key of the source's absolute path,
+sizes and modification times, and of ``data.image_size``.
+
+All images of a dataset must share one size, unless ``data.image_size`` is set: then each image is resized (its
+shorter side, relative to the target's shape) and centre-cropped to it as it is decoded
+(:func:`distill.data.base.fit_images`), before the images are stacked, and the cache holds the fitted images.
 """
 
 from __future__ import annotations
@@ -25,7 +30,17 @@ import numpy as np
 import torch
 
 from distill import UserError
-from distill.data.base import RawData, missing, register_dataset
+from distill.data.base import (
+    DatasetMeta,
+    DecodeOptions,
+    RawData,
+    conform,
+    current_decode_options,
+    decode_options,
+    fit_images,
+    missing,
+    register_dataset,
+)
 from distill.data.tarstream import iter_tar, open_stream
 
 log = logging.getLogger(__name__)
@@ -41,7 +56,11 @@ _CHUNK = 2048  # images decoded per call
 
 
 def cache_dir() -> Path:
-    """``$DISTILL_CACHE``, else ``$XDG_CACHE_HOME/distill``, else ``~/.cache/distill``."""
+    """The recipe's ``data.cache_dir`` (while :func:`distill.data.base.raw_data` loads), else ``$DISTILL_CACHE``,
+    else ``$XDG_CACHE_HOME/distill``, else ``~/.cache/distill``."""
+    chosen = current_decode_options().cache_dir
+    if chosen is not None:
+        return chosen
     if os.environ.get("DISTILL_CACHE"):
         return Path(os.environ["DISTILL_CACHE"]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "distill"
@@ -59,7 +78,11 @@ def source_key(path: Path, files: list[str] | None = None) -> str:
 
 
 def cached(name: str, key: str, build: Callable[[], RawData]) -> RawData:
-    """``build()``, or what it returned for the same ``name`` and ``key`` before (read from the cache)."""
+    """``build()``, or what it returned for the same ``name`` and ``key`` before (read from the cache). Under
+    ``data.image_size`` the images are fitted to it before they are cached, and the size is part of the key."""
+    size = current_decode_options().image_size
+    if size is not None:
+        key = f"{key}-{size[0]}x{size[1]}"
     path = cache_dir() / f"{name}-{key}.safetensors"
     if path.is_file():
         try:
@@ -68,6 +91,9 @@ def cached(name: str, key: str, build: Callable[[], RawData]) -> RawData:
             log.warning("ignoring unreadable dataset cache %s (%s)", path, e)
     log.info("decoding dataset '%s' once; caching it at %s", name, path)
     raw = build()
+    if size is not None:  # loaders that read stacked arrays (CIFAR's batches) come here unfitted
+        raw.x = fit_images(raw.x, size)
+        raw.test_x = fit_images(raw.test_x, size) if raw.test_x is not None else None
     try:
         _write_cache(path, raw)
     except Exception as e:  # the cache only saves time: a full disk or a read-only home must not stop the run
@@ -129,7 +155,9 @@ def _decode_pil(data: bytes, source: str) -> torch.Tensor:
 def decode_images(items: list[tuple[str, bytes]]) -> list[torch.Tensor]:
     """Encoded images ``(source, bytes)`` -> ``(C, H, W)`` uint8 tensors with C = 1 (grey) or 3 (RGB; alpha dropped,
     palettes expanded). JPEGs go to libjpeg-turbo (torchvision) in one call; what it cannot do (CMYK, damaged
-    files: one fails the whole call) and all other formats go to PIL, one by one, which names a bad file."""
+    files: one fails the whole call) and all other formats go to PIL, one by one, which names a bad file. Under
+    ``data.image_size`` each is fitted to it at once (:func:`distill.data.base.fit_images`), so a folder of large
+    photos never sits in memory at full size."""
     out: list[torch.Tensor | None] = [None] * len(items)
     jpegs = [i for i, (source, _) in enumerate(items) if source.lower().endswith((".jpg", ".jpeg"))]
     decode_jpeg = _jpeg_decoder() if jpegs else None
@@ -142,7 +170,9 @@ def decode_images(items: list[tuple[str, bytes]]) -> list[torch.Tensor]:
                 out[i] = x if x.shape[0] in (1, 3) else None
         except (RuntimeError, ValueError):
             pass
-    return [x if x is not None else _decode_pil(data, source) for x, (source, data) in zip(out, items)]
+    decoded = [x if x is not None else _decode_pil(data, source) for x, (source, data) in zip(out, items)]
+    size = current_decode_options().image_size
+    return decoded if size is None else [fit_images(x.unsqueeze(0), size)[0] for x in decoded]
 
 
 def is_archive(path: Path) -> bool:
@@ -238,7 +268,8 @@ def plan(paths: list[str], source: str) -> Plan:
 
 
 def assemble(images: dict[str, torch.Tensor], layout: Plan, source: str) -> RawData:
-    """Stack decoded images by split. All must share one size; all grey -> 1 channel, else grey is made RGB."""
+    """Stack decoded images by split. All must share one size (under ``data.image_size`` :func:`decode_images`
+    has fitted them); all grey -> 1 channel, else grey is made RGB."""
     classes, members = layout
     first = None
     for items in members.values():
@@ -249,8 +280,8 @@ def assemble(images: dict[str, torch.Tensor], layout: Plan, source: str) -> RawD
             elif size != first[1]:
                 (h, w), (h0, w0) = size, first[1]
                 raise UserError(
-                    f"{source}: {p} is {w}x{h} pixels but {first[0]} is {w0}x{h0}; "
-                    "all images of a dataset must share one size (resize them first)"
+                    f"{source}: {p} is {w}x{h} pixels but {first[0]} is {w0}x{h0}; all images of a dataset must "
+                    "share one size: set data.image_size: [H, W] to resize and centre-crop them as they load"
                 )
     channels = 3 if any(images[p].shape[0] == 3 for items in members.values() for p, _ in items) else 1
 
@@ -293,10 +324,67 @@ def load_image_folder(name: str, root: Path) -> RawData:
 @register_dataset(
     "imagefolder",
     hint="Give data.root: a folder, or a .tar/.tar.gz of one, laid out as torchvision's ImageFolder reads it: "
-    "{train,test}/<class>/<images> or <class>/<images>; all images of one size, grey or RGB.",
+    "{train,test}/<class>/<images> or <class>/<images>; grey or RGB; images of one size, or data.image_size set.",
 )
 def imagefolder(root: Path | None) -> RawData:
     """Any image folder (see the module docstring); the test split is official when it has ``test/`` or ``val/``."""
     if root is None:
         raise missing("imagefolder", root, "the image folder")
     return load_image_folder("imagefolder", root)
+
+
+# ---------------------------------------------------------------------------------------------- transfer images
+
+
+def load_transfer(path: str | Path, like: DatasetMeta, cache_dir: str | Path | None = None) -> torch.Tensor:
+    """``data.transfer``: every image under ``path`` (a folder or an archive of one, any layout: class folders, if
+    any, are not read as labels) as uint8 ``(N, C, H, W)`` in ``like``'s format: fitted to its size (resize and
+    centre crop, :func:`distill.data.base.fit_images`) and to its channels. Decoded once and cached like a
+    dataset (the key holds the size)."""
+    root = Path(path).expanduser()
+    flag = f"data.transfer {path}"
+    if not root.exists():
+        raise UserError(f"{flag}: not found; expected a folder of images or a .tar/.tar.gz of one")
+    with decode_options(DecodeOptions(tuple(like.size), Path(cache_dir).expanduser() if cache_dir else None)):
+        if root.is_file():
+            if not is_archive(root):
+                raise UserError(f"{flag}: expected a folder of images or a .tar/.tar.gz of one")
+            raw = cached("transfer", source_key(root), lambda: _stack_unlabelled(scan_archive(root)[0], flag))
+        else:
+            files = list_images(root)
+            if not files:
+                raise UserError(f"{flag}: no images ({', '.join(IMAGE_EXTENSIONS)}) in it or its folders")
+
+            def build() -> RawData:
+                got: dict[str, torch.Tensor] = {}
+                for i in range(0, len(files), _CHUNK):
+                    chunk = files[i : i + _CHUNK]
+                    got.update(zip(chunk, decode_images([(str(root / p), (root / p).read_bytes()) for p in chunk])))
+                return _stack_unlabelled(got, flag)
+
+            raw = cached("transfer", source_key(root, files), build)
+    return conform(raw.x, like)
+
+
+def _stack_unlabelled(images: dict[str, torch.Tensor], flag: str) -> RawData:
+    if not images:
+        raise UserError(f"{flag}: no images ({', '.join(IMAGE_EXTENSIONS)}) in it")
+    channels = 3 if any(x.shape[0] == 3 for x in images.values()) else 1
+    x = torch.stack([images[p].expand(channels, -1, -1) for p in sorted(images)])  # fitted: one size
+    return RawData(x, torch.zeros(len(x), dtype=torch.int64))
+
+
+def check_transfer_disjoint(transfer_x: torch.Tensor, held_out: dict[str, torch.Tensor | None], path: str) -> None:
+    """Refuse transfer images that are also validation, test or held-out-class images (pixel for pixel): a student
+    trained on them, even without their labels, would be selected and scored on inputs it has learnt from (the
+    folder of a dataset's own test/ split given as data.transfer, say)."""
+    seen = {hashlib.sha256(x.numpy().tobytes()).digest() for x in transfer_x.contiguous()}
+    for split, x in held_out.items():
+        if x is None or not len(x):
+            continue
+        n = sum(hashlib.sha256(img.numpy().tobytes()).digest() in seen for img in x.contiguous())
+        if n:
+            raise UserError(
+                f"data.transfer {path}: {n} of its images are also in the {split} split; a student must not learn "
+                f"from them (remove them, or point data.transfer at images outside the data's {split} split)"
+            )

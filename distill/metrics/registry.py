@@ -1,7 +1,7 @@
 """What the report knows about each metric it prints: one entry per name, in report order.
 
 The report (``report/evaluate.py``), its tables (``report/table.py``), the cross-seed aggregation
-(``tools/aggregate_reports.py``) and the gain shares read direction and labels from here, so a new metric is
+(``distill aggregate``) and the gain shares read direction and labels from here, so a new metric is
 its function in ``metrics/``, its line in ``report/evaluate.py``'s ``model_metrics`` and one entry below.
 """
 

@@ -30,9 +30,12 @@ def register_kind(name: str) -> Callable[[KindBuilder], KindBuilder]:
 
 @register_kind("ensemble")
 def _ensemble(spec: dict, meta: DatasetMeta) -> nn.Module:
-    return Ensemble(
-        [build_arch(a, meta.channels, meta.num_classes, meta.size, meta.mean, meta.std) for a in spec["archs"]]
-    )
+    """``{"kind": "ensemble", "archs": [...], "normalization": {"mean": [...], "std": [...]}}``; the inputs are
+    standardised with the dataset's statistics unless ``normalization`` gives the ones the members were trained
+    with (an imported teacher's)."""
+    norm = spec.get("normalization") or {}
+    mean, std = tuple(norm.get("mean", meta.mean)), tuple(norm.get("std", meta.std))
+    return Ensemble([build_arch(a, meta.channels, meta.num_classes, meta.size, mean, std) for a in spec["archs"]])
 
 
 def ensemble_spec(arch: str | list[str], members: int) -> dict:

@@ -112,7 +112,9 @@ class Ensemble(nn.Module):
             members = self._compiled
         logits, feats = [], []
         for m, member in enumerate(members):
-            z, a = member(x[m] if per_member else x)
+            out = member(x[m] if per_member else x)
+            # a logits-only module put in directly (builders wrap it, distill.models.contract.Member): no features
+            z, a = (out, None) if isinstance(out, torch.Tensor) else out
             logits.append(z)
             feats.append(a)
         return torch.stack(logits), feats

@@ -23,11 +23,12 @@ Terms = dict[str, torch.Tensor]
 
 
 class Objective(Protocol):
-    """What the loop may rely on. The three declarations are the whole of what the loop reads from an
+    """What the loop may rely on. The declarations are the whole of what the loop reads from an
     objective besides calling it; :class:`ObjectiveBase` gives the common defaults."""
 
     per_member_batches: bool  # each member gets its own batch (independent data orders), views = members
     needs_outliers: bool  # every batch must carry an outlier batch (outlier exposure); the data must have one
+    uses_transfer: bool  # it learns from batches' transfer images (data.transfer: students); the loop refuses them else
     compile_when: CompileWhen  # which torch.compile setting its backward allows (see compile_ensemble)
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Terms]: ...
@@ -46,7 +47,9 @@ class ObjectiveBase:
 
     per_member_batches: bool = False
     needs_outliers: bool = False
+    uses_transfer: bool = False
     compile_when: CompileWhen = "always"
+    member_parallel: bool = False  # run.parallel: members: it reads other members only through a gather (DE)
 
     def to(self, device: torch.device, memory_format: torch.memory_format = torch.contiguous_format) -> ObjectiveBase:
         return self

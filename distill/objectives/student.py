@@ -6,6 +6,17 @@ with x~ from the perturbation engine (searched against the frozen teacher) and b
 A single-network student learns q_T = mean_m softmax(z_m / T), the ensemble's tempered prediction. A
 BatchEnsemble student learns one-to-one: its member m from teacher member m, q_T^m = softmax(z_m / T);
 its loss is the mean of the members' losses.
+
+Transfer images (``data.transfer``: unlabelled images, the usual set-up when labels are scarce): each step the
+loop draws a batch x_u of them of the labelled batch's size B (:class:`~distill.data.batches.DeviceLoader`, its
+own seeded order, the same augmentation). They get the teacher's term only, never CE (they have no label):
+
+L = (1 - alpha) CE(s(x), y) + alpha T^2 mean over the 2B rows [x~; x_u] of KL(q_T(.) || softmax(s(.) / T)),
+
+so the teacher's term weighs a perturbed labelled image and a transfer image alike. The transfer images are
+used as they are, not perturbed: the perturbation methods search from labelled images (ConfODS and others read
+the label). Every student kind gets this through the same seam: ``loss()`` receives the teacher-labelled rows,
+perturbed then transfer, as ``s_pert`` / ``t_pert``, which may have more rows than ``y``.
 """
 
 from __future__ import annotations
@@ -49,6 +60,8 @@ def kd_loss(
 class KD(ObjectiveBase):
     """The student objective; holds the frozen teacher and the perturbation method."""
 
+    uses_transfer = True
+
     def __init__(self, teacher: nn.Module, perturb: Perturbation, alpha: float, temperature: float) -> None:
         if not 0.0 <= alpha <= 1.0:
             raise UserError(f"student.alpha: expected a value in [0, 1], got {alpha}")
@@ -70,8 +83,10 @@ class KD(ObjectiveBase):
     def loss(
         self, s_clean: torch.Tensor, s_pert: torch.Tensor, t_pert: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, Terms]:
-        """The loss from the student's logits on clean and perturbed inputs and the teacher's on perturbed ones
-        (student kinds with another loss override this; :mod:`distill.students`)."""
+        """The loss from the student's logits on clean (``s_clean (S, B, K)``, labels ``y (B,)``) and on
+        teacher-labelled inputs (``s_pert (S, B', K)``), and the teacher's on the latter (``t_pert (M, B', K)``):
+        the perturbed inputs, then the transfer images if any (B' = B or 2B). Student kinds with another loss
+        override this (:mod:`distill.students`)."""
         return kd_loss(s_clean, s_pert, t_pert, y, self.alpha, self.temperature)
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Terms]:
@@ -80,13 +95,16 @@ class KD(ObjectiveBase):
         t_pert = res.teacher_logits_perturbed
         if t_pert is None:
             t_pert = forward_no_grad(self.teacher, res.x)
-        if self.perturb.name == "none":
-            s_clean, _ = model(x)
-            s_pert = s_clean
-        else:
-            # One student forward on [x; x~]: BatchNorm sees clean and perturbed images together.
-            logits, _ = model(torch.cat([x, res.x]))
-            s_clean, s_pert = logits[:, : len(x)], logits[:, len(x) :]
+        perturbed = self.perturb.name != "none"
+        parts = [x, res.x] if perturbed else [x]
+        if batch.transfer is not None:
+            parts.append(batch.transfer)
+            t_pert = torch.cat([t_pert, forward_no_grad(self.teacher, batch.transfer)], dim=1)  # (M, 2B, K)
+        # One student forward on [x; x~; x_u] (x~ when perturbed, x_u with transfer images): BatchNorm sees them
+        # together. Unperturbed, the clean rows are the teacher-labelled ones too.
+        logits, _ = model(torch.cat(parts) if len(parts) > 1 else x)  # (S, B * len(parts), K)
+        s_clean = logits[:, : len(x)]
+        s_pert = logits[:, len(x) :] if perturbed else logits
         loss, terms = self.loss(s_clean, s_pert, t_pert, y)
         terms.update({f"perturb/{k}": v for k, v in res.stats.items()})
         return loss, terms

@@ -25,6 +25,7 @@ from distill.objectives.diversity.cam import CamParams, CamSimilarity
 from distill.objectives.diversity.igd import IGDParams, InputGradientCosine
 from distill.objectives.diversity.ncl import NCLParams, NCLTerm
 from distill.objectives.diversity.oe import OEParams, OutlierExposure
+from distill.parallel import MemberSpread, spread_of
 
 
 def member_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -89,6 +90,7 @@ class DE(ObjectiveBase):
         self.ce_reduction = ce_reduction
         self.diversity_bn = diversity_bn
         self.per_member_batches = not same_batch
+        self.member_parallel = True  # reads other members through the DiversityView: run.parallel members works
         self.needs_outliers = any(t.needs_outliers for t in self.terms)
         self.input_grad = any(t.needs_input_grad for t in self.terms)
         # The training forward doubles as the diversity forward only when members share one batch.
@@ -107,39 +109,68 @@ class DE(ObjectiveBase):
             return model(x)
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Terms]:
-        x = _views(batch)
+        spread = spread_of(model)  # run.parallel: members: the model is this process's share of the members
+        x, y = _views(batch), batch.y
+        if spread is not None and self.per_member_batches:
+            x, y = x[spread.owned], y[spread.owned]  # the batch holds every member's view, as in one process
         if self.shared_view and self.input_grad:
             x = _grad_copies(model, x)
-        logits, feats = model(x)  # (M, B, K), M x (B, C, H, W)
-        ce = member_ce(logits, batch.y)
-        loss = _reduce(ce, self.ce_reduction)
-        terms: Terms = {"ce": ce.mean().detach()}
+        logits, feats = model(x)  # (M, B, K), M x (B, C, H, W); M = this process's members when spread
+        ce = member_ce(logits, y)
+        if spread is None:
+            loss = _reduce(ce, self.ce_reduction)
+            terms: Terms = {"ce": ce.mean().detach()}
+        else:
+            # the loss to differentiate: this process's members' part of the CE, plus every term (whose gradient
+            # reaches only this process's members: MemberSpread.gather); "loss", logged: the whole ensemble's,
+            # the one-process value on every process (all stop together on a non-finite one)
+            every_ce = spread.gather(ce.detach())  # (M,)
+            loss = ce.sum() if self.ce_reduction == "sum" else ce.sum() / spread.total
+            terms = {"ce": every_ce.mean(), "loss": _reduce(every_ce, self.ce_reduction)}
         if not self.terms:
             return loss, terms
         if self.shared_view:
-            view = DiversityView(logits, feats, batch.y[0], x if self.input_grad else None)
+            view = self._view(logits, feats, y[0], x if self.input_grad else None, spread)
         else:
-            view = self._separate_view(model, batch)
+            view = self._separate_view(model, batch, spread)
         for term in self.terms:
             part, logged = term(view)
             loss = loss + part
+            if spread is not None:
+                terms["loss"] = terms["loss"] + part.detach()
             terms.update(logged)
         return loss, terms
 
-    def _separate_view(self, model: nn.Module, batch: Batch) -> DiversityView:
+    @staticmethod
+    def _view(
+        logits: torch.Tensor,
+        feats: Any,
+        labels: torch.Tensor | None,
+        x: torch.Tensor | None,
+        spread: MemberSpread | None,
+    ) -> DiversityView:
+        """Labels None: pseudo-labels, the argmax of every member's mean logits."""
+        every = logits if spread is None else spread.gather(logits)  # (M, B, K)
+        if labels is None:
+            labels = every.detach().mean(0).argmax(1)
+        if spread is None:
+            return DiversityView(logits, feats, labels, x)
+        return DiversityView(every, feats, labels, x, own_logits=logits, spread=spread)
+
+    def _separate_view(self, model: nn.Module, batch: Batch, spread: MemberSpread | None = None) -> DiversityView:
         if self.needs_outliers:
             if batch.outlier is None:
                 raise ValueError("this objective needs an outlier batch: set data.outlier")
             xd, labels = batch.outlier, None
         else:
             k = int(torch.randint(batch.x.shape[0], ()).item())
+            if spread is not None:  # one diversity batch for every process (dropout may have moved their RNGs)
+                k = spread.same_everywhere(k)
             xd, labels = batch.x[k], batch.y[k]
         if self.input_grad:
             xd = _grad_copies(model, xd)
         d_logits, d_feats = self._diversity_forward(model, xd)
-        if labels is None:
-            labels = d_logits.detach().mean(0).argmax(1)
-        return DiversityView(d_logits, d_feats, labels, xd if self.input_grad else None)
+        return self._view(d_logits, d_feats, labels, xd if self.input_grad else None, spread)
 
 
 def _grad_copies(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -1,17 +1,20 @@
-"""Robustness to corruptions: the CIFAR-10-C corruptions x severities on the first test images.
+"""Robustness to corruptions: the CIFAR-10-C corruptions x severities on a class-stratified draw of test images.
 
 Each corrupted set is made once and passed through every model (then only the logits are kept); severity 0 is
-the first test images, clean. Per model and severity: accuracy, NLL and ECE of the averaged probabilities,
-averaged over the corruptions (and each corruption on its own).
+the drawn test images, clean. Per model and severity: accuracy, NLL and ECE of the averaged probabilities,
+averaged over the corruptions (and each corruption on its own). The draw (``evaluate.corruption_limit`` images,
+``evaluate.subset_seed``: :func:`distill.data.subsets.eval_subset`) holds every class in proportion whatever the
+order of the split (an image folder's test split is class by class: its first N were one class).
 
 Where the corrupted images come from (a :class:`CorruptedImages`):
 
 * :func:`made_here`: the test images corrupted by :mod:`distill.data.corruptions`. Image ``i`` draws its noise
   from ``(seed, i)`` alone, so the numbers do not depend on the evaluation batch size;
-* :func:`released_cifar10c`: the released CIFAR-10-C arrays (``evaluate.cifar10c``), the first N images of each
-  severity with the release's labels, for numbers comparable with published ones. Its images are CIFAR-10's test
-  images in the release's order, which need not be the order of this project's test split, so severity 0 (this
-  split's first N test images) is then a different draw of clean images.
+* :func:`released_cifar10c`: the released CIFAR-10-C arrays (``evaluate.cifar10c``), N images of each severity
+  drawn class-stratified from the release's labels (the same indices for every corruption and severity), for
+  numbers comparable with published ones. Its images are CIFAR-10's test images in the release's order, which need
+  not be the order of this project's test split, so severity 0 (N of this split's test images, drawn with the same
+  seed) is then a different draw of clean images; where the two orders agree, so do the two draws.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from torch import Tensor
 
 from distill import UserError
 from distill.data.corruptions import BENCHMARK, CORRUPTIONS, corrupt, load_frost_photos
+from distill.data.subsets import eval_subset
 from distill.metrics import accuracy, brier, ece, nll
 from distill.report.evaluate import N_BINS, Source
 from distill.report.predictions import Predictions, mean_probs64
@@ -87,36 +91,58 @@ def corrupted(
 
 @dataclass(frozen=True)
 class CorruptedImages:
-    """``images(name, severity) -> uint8 (N, C, H, W)``, their labels ``y (N,)`` and, for the report, where they
-    come from."""
+    """``images(name, severity) -> uint8 (N, C, H, W)``, their labels ``y (N,)``, the test split's indices of the
+    clean images of severity 0 (``clean``: the made-here images' own) and, for the report, where they come from."""
 
     images: Callable[[str, int], Tensor]
     y: Tensor
+    clean: Tensor
     source: str
 
 
-def made_here(x: Tensor, y: Tensor, batch_size: int, seed: int = 0, frost_images: str | None = None) -> CorruptedImages:
+def made_here(
+    x: Tensor, y: Tensor, idx: Tensor, subset_seed: int, batch_size: int, seed: int = 0, frost_images: str | None = None
+) -> CorruptedImages:
+    """Test images ``x[idx]`` (``idx``: the draw of ``subset_seed``) corrupted here; their position in the draw, not
+    in the split, seeds each image's noise, as before the draw."""
+    xs = x[idx]
     return CorruptedImages(
-        lambda name, sev: corrupted(x, name, sev, batch_size, seed, frost_images),
-        y,
-        f"made here (distill.data.corruptions) from the first {len(y)} test images, noise seed {seed}",
+        lambda name, sev: corrupted(xs, name, sev, batch_size, seed, frost_images),
+        y[idx],
+        idx,
+        f"made here (distill.data.corruptions) from {len(idx)} test images drawn class-stratified (seed "
+        f"{subset_seed}), noise seed {seed}",
     )
 
 
-def released_cifar10c(root: str, names: list[str], n: int, shape: tuple[int, ...]) -> CorruptedImages:
-    """The first ``n`` images of each severity of the released CIFAR-10-C at ``root``; ``shape`` is the models'
-    ``(C, H, W)``, checked against the release's first array before any model runs."""
+def released_cifar10c(
+    root: str, names: list[str], n: int, shape: tuple[int, ...], subset_seed: int, clean: Tensor
+) -> CorruptedImages:
+    """``n`` images of each severity of the released CIFAR-10-C at ``root``, drawn class-stratified (``subset_seed``)
+    from the release's labels, the same indices for every corruption and severity; ``clean`` are the test split's
+    indices of severity 0. ``shape`` is the models' ``(C, H, W)``, checked against the release's first array before
+    any model runs."""
     from distill.data.benchmarks import cifar10c_folder, load_cifar10c
 
     folder = cifar10c_folder(root, names)
     x, y = load_cifar10c(folder, names[0], 1)
     if tuple(x.shape[1:]) != tuple(shape):
         raise UserError(f"evaluate.cifar10c {root}: images {tuple(x.shape[1:])}, the models take {tuple(shape)}")
-    n = min(n, len(y))
+    idx = eval_subset(y, n, subset_seed)
+
+    def images(name: str, sev: int) -> Tensor:
+        xs, ys = load_cifar10c(folder, name, sev)
+        # the labels are drawn once, from the first array: another array's must agree, or its scores are wrong
+        if not torch.equal(ys[idx], y[idx]):
+            raise UserError(f"evaluate.cifar10c {folder}: labels.npy differs between {names[0]}/1 and {name}/{sev}")
+        return xs[idx]
+
     return CorruptedImages(
-        lambda name, sev: load_cifar10c(folder, name, sev)[0][:n],
-        y[:n],
-        f"the released CIFAR-10-C in {Path(folder)}, its first {n} images of each severity and their labels",
+        images,
+        y[idx],
+        clean,
+        f"the released CIFAR-10-C in {Path(folder)}, {len(idx)} images of each severity drawn class-stratified "
+        f"(seed {subset_seed}) from its labels, the same for every corruption and severity",
     )
 
 
@@ -151,10 +177,12 @@ def corruption_table(
     return {"corruptions": per, "severity": by_sev, "mean": overall}
 
 
-def corruption_results(src: Source, y: Tensor, names: list[str], severities: list[int], clean_y: Tensor) -> dict:
+def corruption_results(
+    src: Source, images: CorruptedImages, names: list[str], severities: list[int], test_y: Tensor
+) -> dict:
     """``{"severity": {"0": clean, "1": mean over corruptions, ...}, "corruptions": {name: {"1": ..., ...}}}``,
-    each entry ``{acc, nll, ece}``; ``y`` are the labels of the corrupted images, ``clean_y`` those of the first
-    ``len(clean_y)`` test images (severity 0)."""
-    table = corruption_table(lambda n, s: mean_probs64(src.logits(key(n, s))), y, names, severities)
-    clean = measure(mean_probs64(src.logits("test")[:, : len(clean_y)]), clean_y)
+    each entry ``{acc, nll, ece}``, on ``images`` (severity 0: the test images ``images.clean``, labels from the
+    test split's ``test_y (N,)``)."""
+    table = corruption_table(lambda n, s: mean_probs64(src.logits(key(n, s))), images.y, names, severities)
+    clean = measure(mean_probs64(src.logits("test")[:, images.clean]), test_y[images.clean])
     return {"severity": {"0": clean, **table["severity"]}, "corruptions": table["corruptions"]}

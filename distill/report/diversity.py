@@ -1,6 +1,7 @@
 """Diversity of a multi-member model (the teacher, a BatchEnsemble student): of its predictions on the test split,
-and, on the first ``diversity_images`` test images, of its Grad-CAM maps, its input gradients and its
-penultimate features.
+and, on ``diversity_images`` test images drawn class-stratified (``evaluate.subset_seed``,
+:func:`distill.data.subsets.eval_subset`; the split may be class-sorted), of its Grad-CAM maps, its input gradients
+and its penultimate features.
 
 - predictions: :func:`distill.metrics.prediction_diversity` of the member probabilities;
 - CAM: :func:`distill.saliency.mean_cam_similarity` (SDDE's cosine of standardised Grad-CAM maps, true class);
@@ -15,7 +16,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from distill.data.subsets import eval_subset
 from distill.metrics import attribution_similarity, mean_pairwise_cka, prediction_diversity
+from distill.models.contract import missing_features
 from distill.models.ensemble import Ensemble, eval_mode
 from distill.models.hydra import Hydra
 from distill.report.predictions import Predictions
@@ -41,15 +44,23 @@ def true_class_input_gradients(model: nn.Module, x: Tensor, y: Tensor, batch_siz
     return torch.cat(out, dim=1)
 
 
-def diversity(model: nn.Module, preds: Predictions, x: Tensor, y: Tensor, n: int, batch_size: int) -> tuple[dict, list]:
-    """The diversity measures of ``model`` (test images ``x``, labels ``y``) and notes on what was skipped."""
+def diversity(
+    model: nn.Module, preds: Predictions, x: Tensor, y: Tensor, n: int, batch_size: int, seed: int = 0
+) -> tuple[dict, list]:
+    """The diversity measures of ``model`` (test images ``x``, labels ``y``; the image measures on ``n`` of them
+    drawn with ``seed``) and notes on what was skipped."""
     notes = []
-    xs, ys = x[:n], y[:n]
+    idx = eval_subset(y, n, seed)
+    xs, ys = x[idx], y[idx]
     out: dict = {"prediction": prediction_diversity(preds.logits("test").softmax(-1), y), "images": len(xs)}
     if len(xs) == 0:
         out.update(cam_similarity=None, attribution=None, cka=None)
         return out, ["evaluate.diversity_images is 0: no CAM, attribution or CKA similarity."]
-    if isinstance(model, (Ensemble, Hydra)):  # a Hydra head's CAM map is its own tensor (or the body's, shared)
+    featureless = missing_features(model)
+    if featureless is not None:  # a user's module without a conv layer (distill.models.contract)
+        out["cam_similarity"] = None
+        notes.append(f"{type(model).__name__}: no Grad-CAM similarity: {featureless}.")
+    elif isinstance(model, (Ensemble, Hydra)):  # a Hydra head's CAM map is its own tensor (or the body's, shared)
         out["cam_similarity"] = mean_cam_similarity(model, xs, ys, batch_size)
     else:
         out["cam_similarity"] = None
@@ -58,7 +69,11 @@ def diversity(model: nn.Module, preds: Predictions, x: Tensor, y: Tensor, n: int
             "Grad-CAM cannot differentiate through separately)."
         )
     out["attribution"] = attribution_similarity(true_class_input_gradients(model, xs, ys, batch_size))
-    out["cka"] = mean_pairwise_cka(preds.features(xs))
+    try:
+        out["cka"] = mean_pairwise_cka(preds.features(xs))
+    except ValueError as err:  # a user's module without a linear layer (a fully convolutional head): no CKA
+        out["cka"] = None
+        notes.append(f"no CKA similarity: {err}.")
     return out, notes
 
 

@@ -11,6 +11,10 @@ than the whole gain kept", so the share is None, as it is when a value is missin
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from distill.report.intervals import Intervals
 
 
 def gain_share(
@@ -52,4 +56,14 @@ def teacher_gain(summary: dict[str, dict], reference: str) -> dict[str, float | 
     for k, tv in t.items():
         bv = b.get(k)
         out[k] = None if tv is None or bv is None else (tv - bv) * (1 if higher_is_better(k) else -1)
+    return out
+
+
+def within_noise(shares: dict[str, dict], ivals: Intervals, reference: str) -> dict[str, dict]:
+    """``shares`` with None wherever the paired bootstrap says the teacher's own gain over ``reference`` is within
+    the test set's noise (a share of a gain that may be 0 is no number: it printed as -4400% before)."""
+    out = {}
+    for s, row in shares.items():
+        checked = ivals.shares.get(reference, {}).get(s, {})
+        out[s] = {k: (None if k in checked and checked[k].value is None else v) for k, v in row.items()}
     return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from distill.report.evaluate import higher_is_better
-from distill.report.table import baseline_text, fmt, gain_rows, gap_rows
+from distill.report.table import baseline_text, dig, fmt, gain_rows, gap_rows, share_text, verdict
 
 Lines = list[str]
 DETECTION_HEAD = ["AUROC ↑", "AUPR-In ↑", "AUPR-Out ↑", "FPR@95 ↓"]
@@ -28,13 +28,6 @@ def figure(report: dict, name: str, alt: str) -> Lines:
 
 def label(key: str, e: dict) -> str:
     return f"members (mean ± std of {e['size']})" if key == "members" else key
-
-
-def dig(tree: Any, *path: str) -> Any:
-    """``tree[p0][p1]...``, or None where a step is missing."""
-    for p in path:
-        tree = tree.get(p) if isinstance(tree, dict) else None
-    return tree
 
 
 def _std(e: dict, *path: str) -> dict:
@@ -65,12 +58,42 @@ def _header(r: dict) -> Lines:
 
 def _summary(r: dict) -> Lines:
     text = (
-        "Test split. cNLL / cECE: after temperature scaling (fitted on validation). OOD AUROC: the model's best "
-        "score, averaged over the OOD sets. Last column: accuracy at the top corruption severity."
+        "Test split. cNLL / cECE: after temperature scaling (fitted on validation). OOD AUROC: the model's declared "
+        "score (named beside it; never chosen on test), averaged over the OOD sets. Last column: accuracy at the "
+        "top corruption severity."
     )
     lines = [*heading("Summary", text), *table(*gap_rows(r))]
     if r["gain_share"]:
-        lines += [f"Share of the teacher's gain kept (baseline: {baseline_text(r)}):", "", *table(*gain_rows(r))]
+        ci = " with 95% paired bootstrap intervals ('-': the teacher's gain is within noise)"
+        ci = ci if r.get("intervals") else ""
+        lines += [f"Share of the teacher's gain kept (baseline: {baseline_text(r)}){ci}:", "", *table(*gain_rows(r))]
+        strongest = dig(r.get("controls"), "strongest")
+        if strongest and dig(r.get("intervals"), "shares", strongest):
+            lines += [f"Against the strongest control, `{strongest}` (chosen on validation):", ""]
+            lines += table(*gain_rows(r, strongest))
+    return [*lines, "```", verdict(r), "```", ""]
+
+
+def _intervals(r: dict) -> Lines:
+    iv = r.get("intervals")
+    if not iv:
+        return []
+    text = (
+        f"{iv['method']}; {iv['resamples']} resamples, seed {iv['seed']}, {iv['confidence']:.0%} percentile "
+        "intervals. Each cell: model - baseline [interval]; **bold** where the interval excludes 0. These carry the "
+        "test set's sampling noise only; seed-to-seed spread is `distill aggregate`'s."
+    )
+    lines = heading("Differences and their intervals", text)
+    for base, rows in iv["versus"].items():
+        cells = []
+        for model, by_metric in rows.items():
+            row = [model]
+            for k in iv["metrics"]:
+                c = by_metric.get(k)
+                t = "-" if c is None else f"{c['diff']:+.4f} [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}]"
+                row.append(f"**{t}**" if c is not None and c["verdict"] != "within_noise" else t)
+            cells.append(row)
+        lines += [*heading(f"Against `{base}`", level=3), *table(["model", *iv["metrics"]], cells)]
     return lines
 
 
@@ -82,17 +105,33 @@ def _gain(r: dict) -> Lines:
         f"`(student - baseline) / (teacher - baseline)`, the baseline being {baseline_text(r)}: 1 = the student keeps "
         "the whole gain of the ensemble, 0 = no better than one network; '-' where the teacher is not better than the "
         "baseline (no gain to keep). Teacher gain: the teacher's improvement over the baseline (positive = better). "
-        "Each student cell: its value (its share of the gain)."
+        "Each student cell: its value (its share of the gain; with its 95% paired bootstrap interval where the "
+        "metric has one, and '-' with the reason below where the teacher's gain is within noise)."
     )
     base, teacher = r["summary"][r["reference"]], r["summary"]["teacher"]
+    ci = dig(r.get("intervals"), "shares", r["reference"]) or {}
     rows = []
     for k in teacher:
-        cells = [f"{fmt(r['summary'][s].get(k))} ({fmt(r['gain_share'][s].get(k), digits=2)})" for s in students]
+        cells = [
+            f"{fmt(r['summary'][s].get(k))} ("
+            + (share_text(ci[s][k]) if k in ci.get(s, {}) else fmt(r["gain_share"][s].get(k), digits=2))
+            + ")"
+            for s in students
+        ]
         arrow = "↑" if higher_is_better(k) else "↓"
         rows.append([k, arrow, fmt(base.get(k)), fmt(teacher.get(k)), fmt(r["teacher_gain"].get(k)), *cells])
     head = ["metric", "better", "baseline", "teacher", "teacher gain", *students]
     gap = figure(r, "gap", "The gap: baseline, students and teacher on one axis per metric, with each student's share")
-    return [*heading("Share of the teacher's gain kept", text), *table(head, rows), "", *gap]
+    reasons = sorted(
+        {
+            f"{k}: {sh['reason']}"
+            for per in (dig(r.get("intervals"), "shares", r["reference"]) or {}).values()
+            for k, sh in per.items()
+            if sh.get("reason")
+        }
+    )
+    notes = [*(f"- {x}" for x in reasons), ""] if reasons else []
+    return [*heading("Share of the teacher's gain kept", text), *table(head, rows), *notes, "", *gap]
 
 
 def _calibration(r: dict) -> Lines:
@@ -221,11 +260,11 @@ def _ood(r: dict) -> Lines:
     lines += [*heading("Mean FPR@95 over all sets (lower is better)", level=3), *table(["model", *scores], fpr)]
     rows = []
     for k, e in r["models"].items():
-        best = e["ood"]["best"]["score"]
-        for s in r["ood_sets"] if best else []:
-            cells = [_ood_cell(e, "sets", s["name"], best, m) for m in ("auroc", "aupr_in", "aupr_out", "fpr95")]
-            rows.append([label(k, e), best, s["name"], *cells])
-    lines += heading("Every detection metric, each model's best score", level=3)
+        primary = e["ood"]["primary"]["score"]
+        for s in r["ood_sets"]:
+            cells = [_ood_cell(e, "sets", s["name"], primary, m) for m in ("auroc", "aupr_in", "aupr_out", "fpr95")]
+            rows.append([label(k, e), primary, s["name"], *cells])
+    lines += heading("Every detection metric, each model's declared score", level=3)
     lines += table(["model", "score", "OOD set", *DETECTION_HEAD], rows)
     return [*lines, *figure(r, "ood_histograms", "OOD score histograms")]
 
@@ -237,7 +276,8 @@ def _corruption(r: dict) -> Lines:
     sevs = ["0", *(str(s) for s in c["severities"])]
     text = (
         f"{len(c['names'])} corruptions ({', '.join(c['names'])}), {c['images']} images each; each severity averages "
-        f"the corruptions; severity 0 = the first {c['images']} test images, clean."
+        f"the corruptions; severity 0 = {c['images']} test images drawn class-stratified (seed "
+        f"{r['subsets']['corruption']['seed']}), clean."
     )
     if c.get("source"):
         text += f" Corrupted images: {c['source']}."
@@ -272,7 +312,8 @@ def _diversity(r: dict) -> Lines:
         rows.append([k, *cells, *[fmt(dig(d, "attribution", c)) for _, c in sim], fmt(d.get("cka"))])
     n = next(iter(models.values()))["diversity"]["images"]
     text = (
-        f"Prediction diversity on the test split; CAM, attribution and CKA similarities on the first {n} test images "
+        f"Prediction diversity on the test split; CAM, attribution and CKA similarities on {n} test images drawn "
+        f"class-stratified (seed {r['subsets']['diversity']['seed']}) "
         f"(lower = more diverse). Attribution: {r['conventions']['attribution']}; CKA: linear, of the input of each "
         "member's last linear layer."
     )
@@ -302,7 +343,8 @@ def _notes(r: dict) -> Lines:
     return [*heading("Notes"), *(f"- {n}" for n in r["notes"]), ""] if r["notes"] else []
 
 
-SECTIONS = [_header, _summary, _gain, _calibration, _selective, _dee, _fidelity, _ood, _uncertainty, _corruption]
+SECTIONS = [_header, _summary, _gain, _intervals, _calibration, _selective, _dee, _fidelity, _ood, _uncertainty]
+SECTIONS += [_corruption]
 SECTIONS += [_diversity, _perturbation, cost_table]
 SECTIONS += [_conventions, _notes]
 

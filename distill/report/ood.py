@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from distill import UserError
@@ -17,7 +18,7 @@ from distill.data import LOADERS, Splits, load_ood
 from distill.metrics import OOD_SCORES, ood_metrics
 from distill.recipe import OODSetCfg
 from distill.report.evaluate import Source
-from distill.students.readout import ENSEMBLE_ONLY  # noqa: F401  (re-exported: scores null for one network)
+from distill.students.readout import Readout
 
 DETECTION = ("auroc", "aupr_in", "aupr_out", "fpr95")
 GROUPS = ("near", "far")
@@ -106,10 +107,39 @@ def ood_results(src: Source, sets: list[OODSet], score_names: list[str]) -> dict
     return {"sets": per_set, "groups": groups, "mean": mean}
 
 
-def best_score(results: dict) -> dict:
-    """The score with the highest AUROC averaged over the sets: ``{"score", "auroc"}`` (None when no sets)."""
-    valid = {k: v["auroc"] for k, v in results["mean"].items() if v is not None and v["auroc"] is not None}
-    if not valid:
-        return {"score": None, "auroc": None}
-    name = max(valid, key=lambda k: valid[k])
-    return {"score": name, "auroc": valid[name]}
+def ood_kind(kind: str, size: int) -> str:
+    """The key ``evaluate.ood_score`` overrides a model's declared score by: ``single`` for one softmax network
+    (a model spec of kind ``ensemble`` with one member), else the model spec's kind."""
+    return "single" if kind == "ensemble" and size == 1 else kind
+
+
+def check_ood_score(overrides: dict[str, str]) -> None:
+    """``evaluate.ood_score``: known kinds and known scores, before anything is loaded."""
+    from distill.models import MODEL_KINDS
+
+    kinds = ["single", *MODEL_KINDS]
+    for kind, score in overrides.items():
+        if kind not in kinds:
+            raise UserError(f"evaluate.ood_score.{kind}: unknown model kind; expected some of: {', '.join(kinds)}")
+        if score not in OOD_SCORES:
+            raise UserError(
+                f"evaluate.ood_score.{kind}: unknown score '{score}'; expected one of: {', '.join(OOD_SCORES)}"
+            )
+
+
+def primary_score(readout: Readout, kind: str, size: int, overrides: dict[str, str]) -> str:
+    """The OOD score a model is judged by, fixed before evaluation: its kind's declaration
+    (:meth:`~distill.students.readout.Readout.primary_score`) unless ``evaluate.ood_score`` names another.
+    An ensemble-only score for one softmax network is a UserError (it would be constant)."""
+    name = overrides.get(ood_kind(kind, size), readout.primary_score(size))
+    if readout.score(name, torch.zeros(size, 1, 2)) is None:
+        raise UserError(f"evaluate.ood_score.{ood_kind(kind, size)}: '{name}' is meaningless for a model of one member")
+    return name
+
+
+def with_primary(results: dict, name: str) -> dict:
+    """``results["primary"] = {"score": name, "auroc": its mean AUROC over the sets}`` (None without sets). The
+    primary is declared, never the best on test: the other scores stay in the tables as secondary."""
+    mean = results["mean"].get(name)
+    results["primary"] = {"score": name, "auroc": None if mean is None else mean["auroc"]}
+    return results

@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from distill.data import Splits
+from distill.data.subsets import eval_subset
+from distill.models.contract import missing_features
 from distill.models.ensemble import Ensemble
 from distill.recipe import EvalCfg
 from distill.report import figures
 from distill.report.diversity import member_cams
-from distill.report.ood import OODSet, best_score, scores
+from distill.report.evaluate import higher_is_better
+from distill.report.ood import OODSet, scores
 from distill.report.predictions import Predictions, mean_probs64
 from distill.report.runs import Runs
 
@@ -28,6 +31,7 @@ class Context:
     sets: list[OODSet]
     cfg: EvalCfg
     out: Path
+    gain: dict[str, dict[str, float | None]]  # the report's gain shares (None where the teacher's gain is noise)
 
     @property
     def splits(self) -> Splits:
@@ -45,31 +49,27 @@ def _reliability(c: Context, path: Path) -> str | None:
 
 
 def _ood_score(c: Context) -> str:
-    return "msp" if "msp" in c.cfg.ood_scores else best_score(c.models["teacher"]["ood"])["score"]
+    """The teacher's declared score (report/ood.py): the histograms show what the OOD column reads, never the
+    score that happened to do best on test."""
+    return c.models["teacher"]["ood"]["primary"]["score"]
 
 
-def _best_student(c: Context, score: str) -> str | None:
-    def auroc(key: str) -> float:
-        v = c.models[key]["ood"]["mean"].get(score)
-        return -1.0 if v is None else v["auroc"]
-
-    keys = [r.key for r in c.runs.students if auroc(r.key) >= 0]
-    return max(keys, key=auroc) if keys else None
+HISTOGRAM_STUDENTS = 3  # the recipe's first students, in its order (no choice on test)
 
 
 def _ood_histograms(c: Context, path: Path) -> str | None:
     score = _ood_score(c) if c.sets else None
     if score is None:
         return "no OOD set to show: OOD score histograms left out."
-    models = ["teacher", *([s] if (s := _best_student(c, score)) else [])]
+    students = [r.key for r in c.runs.students if c.models[r.key]["ood"]["mean"].get(score) is not None]
+    models = ["teacher", *students[:HISTOGRAM_STUDENTS]]
     rows = []
     for s in c.sets:
         cols = []
         for m in models:
             src = c.preds[m]
             auroc = c.models[m]["ood"]["sets"][s.name][score]["auroc"]
-            label = m if m == "teacher" else f"{m} (best student)"
-            cols.append((label, scores(src, score, "test").float(), scores(src, score, s.key).float(), auroc))
+            cols.append((m, scores(src, score, "test").float(), scores(src, score, s.key).float(), auroc))
         rows.append((s.name, cols))
     figures.ood_histogram_figure(rows, score, path)
     return None
@@ -94,7 +94,10 @@ def _cam_grid(c: Context, path: Path) -> str | None:
     n = min(c.cfg.cam_images, len(c.splits.test_y))
     if n <= 0 or not isinstance(teacher, Ensemble):
         return "no Grad-CAM grid (evaluate.cam_images is 0, or the teacher is not a plain ensemble)."
-    x, y = c.splits.test_x[:n], c.splits.test_y[:n]
+    if (featureless := missing_features(teacher)) is not None:
+        return f"no Grad-CAM grid: {featureless}."
+    idx = eval_subset(c.splits.test_y, n, c.cfg.subset_seed)  # the split may be class-sorted: never its first n
+    x, y = c.splits.test_x[idx], c.splits.test_y[idx]
     cams, pred = member_cams(teacher, x, y)
     names = c.splits.meta.class_names or tuple(str(k) for k in range(c.splits.meta.num_classes))
     titles = [f"true {names[int(a)]}\npred {names[int(b)]}" for a, b in zip(y, pred)]
@@ -111,30 +114,23 @@ def _perturbation(c: Context, path: Path) -> str | None:
 
 
 def _gap(c: Context, path: Path) -> str | None:
-    from distill.report.evaluate import higher_is_better
-    from distill.report.gain import gain_share
     from distill.report.summary import summary_row
 
     rows = {k: summary_row(e) for k, e in c.models.items()}
     base = "single" if "single" in rows else "members"
     students = [r.key for r in c.runs.students]
+    controls = [r.key for r in c.runs.controls]  # marked, with no share: they are baselines, not students
     metrics = [("acc", "acc"), ("cnll", "cNLL")]
     if c.sets:
-        score = _ood_score(c)
-        metrics.append((f"ood_auroc/{score}", f"OOD AUROC ({score})"))
+        metrics.append(("ood_auroc/primary", "OOD AUROC (declared scores)"))
     panels = []
     for key, label in metrics:
-        higher = higher_is_better(key)
-        t, b = rows["teacher"].get(key), rows[base].get(key)
-        models = []
-        for name in [base, *students, "teacher"]:
-            v = rows[name].get(key)
-            if v is None and name in (base, "teacher"):
-                break  # no ends, no band: this metric is left out
-            if v is not None:
-                models.append((name, v, gain_share(v, b, t, higher) if name in students else None))
-        else:
-            panels.append((label, models, higher))
+        if rows["teacher"].get(key) is None or rows[base].get(key) is None:
+            continue  # no ends, no band: this metric is left out
+        models = [(base, rows[base][key], None)]
+        models += [(f"{k} (control)", rows[k][key], None) for k in controls if rows[k].get(key) is not None]
+        models += [(s, rows[s][key], c.gain[s].get(key)) for s in students if rows[s].get(key) is not None]
+        panels.append((label, [*models, ("teacher", rows["teacher"][key], None)], higher_is_better(key)))
     if not panels:
         return "nothing to compare: no gap figure."
     figures.gap_figure(panels, path)

@@ -119,6 +119,10 @@ class DirichletReadout(Readout):
     def uncertainty(self, logits: Tensor) -> dict[str, Tensor | None]:
         return dict(dirichlet_uncertainty(logits[0]))
 
+    def primary_score(self, size: int) -> str:
+        """One network, but its knowledge uncertainty is what EnD² distils (Malinin et al. 2020): ``neg_mi``."""
+        return "neg_mi"
+
     def score(self, name: str, logits: Tensor) -> Tensor | None:
         if name in ENSEMBLE_ONLY:
             return -dirichlet_uncertainty(logits[0])["knowledge"]

@@ -45,6 +45,12 @@ class Readout:
         data = entropy(p).mean(dim=0)
         return {"total": total, "data": data, "knowledge": total - data if p.shape[0] > 1 else None}
 
+    def primary_score(self, size: int) -> str:
+        """The OOD score this kind declares before any evaluation, the one its OOD column, gain share and verdict
+        read: max-softmax (Hendrycks & Gimpel 2017) for one network, the members' mutual information (the
+        knowledge uncertainty; Malinin & Gales 2018, as in SDDE's and Nam et al.'s tables) for several."""
+        return "msp" if size == 1 else "neg_mi"
+
     def score(self, name: str, logits: Tensor) -> Tensor | None:
         """OOD score ``name`` (higher = more in-distribution) ``(B,)`` float64, or None where meaningless."""
         if name in ENSEMBLE_ONLY and logits.shape[0] == 1:

@@ -34,14 +34,16 @@ class _TimedModel(nn.Module):
 
 @contextlib.contextmanager
 def _timed_saliency(phases: Phases) -> Iterator[None]:
-    """Time the cam term's own calls of ``gradcam`` and ``cam_similarity`` (patched on its module, restored)."""
+    """Time the cam term's own calls of ``gradcam`` and of the similarity (``standardised_maps`` and
+    ``pairwise_cosine``, both booked as ``cam_similarity``), patched on its module and restored."""
     import distill.objectives.diversity.cam as cam_mod
 
-    originals = {name: getattr(cam_mod, name) for name in ("gradcam", "cam_similarity")}
+    phase_of = {"gradcam": "gradcam", "standardised_maps": "cam_similarity", "pairwise_cosine": "cam_similarity"}
+    originals = {name: getattr(cam_mod, name) for name in phase_of}
 
     def timed(name: str, fn: Callable) -> Callable:
         def call(*args, **kwargs):
-            with phases.phase(name):
+            with phases.phase(phase_of[name]):
                 return fn(*args, **kwargs)
 
         return call

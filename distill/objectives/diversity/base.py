@@ -18,6 +18,7 @@ import torch
 
 from distill import unknown
 from distill.objectives.base import Terms
+from distill.parallel import MemberSpread
 from distill.recipe import build
 
 
@@ -30,11 +31,31 @@ class DiversityView:
     feats: list[torch.Tensor]  # M x (B, C, H, W): each member's CAM-layer activations
     labels: torch.Tensor  # (B,): the true labels, or pseudo-labels (argmax of the mean logits) on outliers
     x: torch.Tensor | None = None  # (M, B, C, H, W) requiring grad: set when a term needs input gradients
+    # Under run.parallel: members (distill/parallel.py) this process holds some members only: ``logits`` are every
+    # member's, gathered (this process's rows differentiable, the others' constants); ``feats``, ``x`` and
+    # ``own_logits`` (M_own, B, K) are this process's members'. A term computes per-member things (CAMs, input
+    # gradients) from the own tensors, then reads the whole through :meth:`members`; every process computes the
+    # same term, its gradient reaching its own members.
+    own_logits: torch.Tensor | None = None
+    spread: MemberSpread | None = None
 
     @cached_property
     def probs(self) -> torch.Tensor:
         """``(M, B, K)`` float32 softmax, computed once for every term that reads it."""
         return self.logits.float().softmax(-1)
+
+    @property
+    def local_logits(self) -> torch.Tensor:
+        """The logits of the members whose ``feats`` and ``x`` this view holds (all of them in one process)."""
+        return self.logits if self.own_logits is None else self.own_logits
+
+    def members(self, local: torch.Tensor) -> torch.Tensor:
+        """A per-member tensor of this view's own members ``(M_own, ...)`` -> every member's ``(M, ...)``."""
+        return local if self.spread is None else self.spread.gather(local)
+
+    def map_size(self, cams: list[torch.Tensor] | torch.Tensor) -> tuple[int, int] | None:
+        """The common CAM size over every member, when some are on other processes (else None: the maps')."""
+        return None if self.spread is None else self.spread.smallest_map(cams)
 
 
 class DiversityTerm:
@@ -43,6 +64,7 @@ class DiversityTerm:
     needs_input_grad: bool = False  # the view's x is a per-member copy of the inputs that requires grad
     needs_outliers: bool = False  # the view is the outlier batch (outlier exposure)
     double_backprop: bool = False  # the term's gradient differentiates a gradient (CAMs, input gradients)
+    needs_features: bool = False  # reads each member's feature map (view.feats): refused for members without one
 
     def __call__(self, view: DiversityView) -> tuple[torch.Tensor, Terms]:
         raise NotImplementedError

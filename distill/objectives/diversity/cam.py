@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from distill.objectives.diversity.base import DiversityTerm, DiversityView, Terms, register_term
-from distill.saliency import cam_similarity, gradcam
+from distill.saliency import gradcam, pairwise_cosine, standardised_maps
 
 
 @dataclass(frozen=True)
@@ -20,12 +20,15 @@ class CamParams:
 
 class CamSimilarity(DiversityTerm):
     double_backprop = True
+    needs_features = True
 
     def __init__(self, p: CamParams) -> None:
         self.p = p
 
     def __call__(self, view: DiversityView) -> tuple[torch.Tensor, Terms]:
-        div = cam_similarity(gradcam(view.logits, view.feats, view.labels, create_graph=True), self.p.crop)
+        # cam_similarity, with each member's map made where the member is (members spread over processes)
+        cams = gradcam(view.local_logits, view.feats, view.labels, create_graph=True)
+        div = pairwise_cosine(view.members(standardised_maps(cams, self.p.crop, size=view.map_size(cams))))
         return self.p.lam * div, {"div": div.detach()}
 
 

@@ -26,8 +26,8 @@ class InputGradientCosine(DiversityTerm):
 
     def __call__(self, view: DiversityView) -> tuple[torch.Tensor, Terms]:
         assert view.x is not None  # the objective sets x for terms that declare needs_input_grad
-        g = input_gradients(view.logits, view.x).flatten(2)  # (M, B, D)
-        sim = pairwise_cosine(F.normalize(g.float(), dim=2))
+        g = input_gradients(view.local_logits, view.x).flatten(2)  # (M, B, D); this process's members when spread
+        sim = pairwise_cosine(view.members(F.normalize(g.float(), dim=2)))
         return self.p.lam * sim, {"grad_cos": sim.detach()}
 
 

@@ -1,0 +1,110 @@
+"""``distill aggregate``: mean ± std over runs, paired t-intervals and Fieller intervals of the share of the mean
+gain, against hand computations; refusals of mixed data and of overwriting a user's file."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from distill.cli import main
+from distill.report.aggregate import aggregate, fieller, paired, spread
+
+T975_DF2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (tables)
+
+
+def test_paired_t_interval_by_hand():
+    p = paired([1.0, 2.0, 3.0], 0.95)  # mean 2, sd 1
+    half = T975_DF2 * 1.0 / math.sqrt(3)
+    assert p.mean == 2.0 and p.ci == pytest.approx((2 - half, 2 + half))
+    assert paired([0.5], 0.95).ci is None
+
+
+def test_spread_says_how_many_runs_have_the_value():
+    s = spread([0.5, None, 0.7])
+    assert (s.mean, s.n, s.of) == (pytest.approx(0.6), 2, 3) and s.std == pytest.approx(math.sqrt(0.02))
+
+
+def test_fieller_with_an_exact_denominator_is_the_t_interval_divided():
+    num, den = [0.1, 0.2, 0.3], [0.4, 0.4, 0.4]  # the teacher's gain is the same in every run
+    s = fieller(num, den, 0.95)
+    half = T975_DF2 * 0.1 / math.sqrt(3)
+    assert s.value == pytest.approx(0.5)
+    assert s.ci == pytest.approx(((0.2 - half) / 0.4, (0.2 + half) / 0.4))
+
+
+def test_fieller_bounds_solve_its_quadratic_and_refuse_a_noisy_gain():
+    num, den = [0.10, 0.25, 0.18, 0.30], [0.40, 0.35, 0.45, 0.50]
+    s = fieller(num, den, 0.95)
+    n, a, d = 4, sum(num) / 4, sum(den) / 4
+    from statistics import covariance, variance
+
+    from scipy import stats
+
+    t2 = stats.t.ppf(0.975, 3) ** 2
+    for r in s.ci:  # both ends lie on (a - r d)^2 = t^2 (v_aa - 2 r v_ad + r^2 v_dd)
+        lhs = (a - r * d) ** 2
+        rhs = t2 * (variance(num) / n - 2 * r * covariance(num, den) / n + r * r * variance(den) / n)
+        assert lhs == pytest.approx(rhs, rel=1e-9)
+    assert s.ci[0] < s.value < s.ci[1]
+    noisy = fieller([0.1, 0.2, 0.1], [0.3, -0.2, 0.05], 0.95)
+    assert noisy.value is None and "not distinguishable from 0" in noisy.reason
+
+
+def _report(tmp: Path, name: str, acc: dict, data: str = "digits") -> Path:
+    models = list(acc)
+    students = [m for m in models if m not in ("single", "teacher", "members")]
+    summary = {m: {"acc": a, "nll": 1 - a, "ood_auroc/primary": 0.5 + a / 10} for m, a in acc.items()}
+    report = {
+        "dataset": {"name": data, "num_classes": 10, "test": 360, "val": 144, "holdout_classes": []},
+        "reference": "single",
+        "summary": summary,
+        "gain_share": {s: {} for s in students},
+        "models": {m: {"ood": {"primary": {"score": "msp" if m == "single" else "neg_mi"}}} for m in models},
+    }
+    report["cost"] = {
+        "config": {"latency_batch": 1},
+        "models": {m: {"params": 100, "flops_per_image": 2e6, "torch": {"b1": {"median_ms": 1.5}}} for m in models},
+    }
+    d = tmp / name / "report"
+    d.mkdir(parents=True)
+    (d / "report.json").write_text(json.dumps(report))
+    return tmp / name
+
+
+def test_aggregate_command_by_hand(tmp_path, capsys):
+    runs = [
+        _report(tmp_path, "s0", {"single": 0.80, "teacher": 0.90, "kd": 0.85}),
+        _report(tmp_path, "s1", {"single": 0.82, "teacher": 0.90, "kd": 0.88}),
+        _report(tmp_path, "s2", {"single": 0.81, "teacher": 0.92, "kd": 0.86}),
+    ]
+    agg = aggregate(runs)
+    assert agg.models["teacher"]["acc"].mean == pytest.approx(0.9066666, abs=1e-6)
+    d = [0.10, 0.08, 0.11]
+    assert agg.versus["single"]["teacher"]["acc"].mean == pytest.approx(sum(d) / 3)
+    share = agg.shares["single"]["kd"]["acc"]
+    assert share.value == pytest.approx((0.05 + 0.06 + 0.05) / (0.10 + 0.08 + 0.11))  # of the MEAN gain
+    out = tmp_path / "agg.md"
+    assert main(["aggregate", *map(str, runs), "--out", str(out), "--json", str(tmp_path / "agg.json")]) == 0
+    text = out.read_text()
+    assert "| kd |" in text and "Fieller" in text and f"{share.value:.0%} [" in text
+    assert json.loads((tmp_path / "agg.json").read_text())["shares"]["single"]["kd"]["acc"]["n"] == 3
+    assert agg.cost["kd"]["mflops"].mean == pytest.approx(2.0) and agg.cost["kd"]["latency_ms"].n == 3
+    assert "Inference cost" in text
+    assert main(["aggregate", *map(str, runs), "--out", str(out)]) == 0  # its own file: rewritten
+    capsys.readouterr()
+
+
+def test_aggregate_refusals(tmp_path, capsys):
+    a = _report(tmp_path, "a", {"single": 0.8, "teacher": 0.9})
+    b = _report(tmp_path, "b", {"single": 0.8, "teacher": 0.9}, data="mnist")
+    assert main(["aggregate", str(a), str(b)]) == 2
+    assert "other data" in capsys.readouterr().err
+    mine = tmp_path / "notes.md"
+    mine.write_text("my notes\n")
+    assert main(["aggregate", str(a), "--out", str(mine)]) == 2
+    assert mine.read_text() == "my notes\n" and "not overwritten" in capsys.readouterr().err
+    assert main(["aggregate", str(tmp_path / "nowhere")]) == 2
+    assert "no report.json" in capsys.readouterr().err
