@@ -64,7 +64,7 @@ def _summary(r: dict) -> Lines:
     )
     lines = [*heading("Summary", text), *table(*gap_rows(r))]
     if r["gain_share"]:
-        ci = " with 95% paired bootstrap intervals ('-': the teacher's gain is within noise)"
+        ci = " with 95% paired bootstrap intervals ('-': the teacher's gain is within noise; cECE, DEE: points only)"
         ci = ci if r.get("intervals") else ""
         lines += [f"Share of the teacher's gain kept (baseline: {baseline_text(r)}){ci}:", "", *table(*gain_rows(r))]
         strongest = dig(r.get("controls"), "strongest")

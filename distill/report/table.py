@@ -179,7 +179,11 @@ def format_gap_table(report: dict[str, Any]) -> str:
     single network and against the strongest control; then the verdict."""
     head, rows = gap_rows(report)
     lines = _render([head, *rows])
-    ci = "; [95% paired bootstrap interval], '-': the teacher's gain is within noise" if report.get("intervals") else ""
+    ci = (
+        "; [95% paired bootstrap interval], '-': the teacher's gain is within noise; cECE and DEE: points, no interval"
+        if report.get("intervals")
+        else ""
+    )
     if report["gain_share"]:
         lines += ["", f"share of the teacher's gain kept (1 = all, 0 = none; baseline: {baseline_text(report)}{ci})"]
         head, rows = gain_rows(report)
