@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import nn
 
-from distill import UserError, unknown
+from distill import _API, UserError, unknown
 from distill.checkpoint import (
     atomic_write_text,
     load_model,
@@ -33,7 +33,7 @@ from distill.checkpoint import (
     save_model,
 )
 from distill.data import Splits, load_splits
-from distill.models.contract import DataMeta
+from distill.models.contract import DataMeta  # noqa: F401  (re-exported: what a model factory is given)
 from distill.models.ensemble import Ensemble
 from distill.models.registry import ARCHS, wrap_arch
 from distill.plugins import Factory, load_for_runs, load_plugin, register_factory, sha256_of
@@ -355,18 +355,4 @@ def _imported_summary(out: Path, data: Splits) -> dict[str, Any]:
     return summary
 
 
-__all__ = [
-    "DataMeta",
-    "Factory",
-    "distill_student",
-    "evaluate",
-    "export_run",
-    "import_teacher",
-    "load",
-    "load_recipe",
-    "plugin",
-    "run",
-    "splits",
-    "summary",
-    "train_teacher",
-]
+__all__ = ["Factory", *_API]  # the names `distill` re-exports, listed once in distill/__init__.py

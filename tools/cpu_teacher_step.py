@@ -1,5 +1,5 @@
 """Where the CIFAR-10 CPU teacher step goes, and whether packing the members into grouped convolutions helps
-(issue 15's CPU question). One thread, medians of interleaved timings after warm-up.
+(does bf16 autocast or channels-last beat today's CPU loop?). One thread, medians of interleaved timings after warm-up.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python tools/cpu_teacher_step.py
 
@@ -144,7 +144,7 @@ def main() -> None:
     )
     print(f"contiguous / channels-last: {med['contiguous'] / med['channels_last']:.2f}x")
     print(f"contiguous / channels-last bf16: {med['contiguous'] / med['channels_last_bf16']:.2f}x")
-    # issue 15's CPU goal: today's loop (the recipe's channels-last fp32) over the fastest measured alternative
+    # the CPU goal: today's loop (the recipe's channels-last fp32) over the fastest measured alternative
     goal = med["channels_last"] / med["channels_last_bf16"]
     print(f"channels-last / channels-last bf16 (the goal ratio): {goal:.2f}x")
     with profile(activities=[ProfilerActivity.CPU]) as prof:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU check (issue 15): one command, sized for about 8 minutes on one H200, a short table last.
+# The prepared GPU check: one command, sized for about 8 minutes on one H200, a short table last.
 #   tools/device_wheels.sh          here, once: kornia + kornia-rs wheels for the device's Python 3.12 into .whl/,
 #                                   and the CIFAR-10 / MNIST / notMNIST files into .devdata/ (both git-ignored)
 #   tools/device_check.sh           on the device machine (device tool: carry [".whl", ".devdata"]); writes $OUT
@@ -49,7 +49,7 @@ echo "bench: rc $? in $(( $(date +%s) - t0 )) s" | tee -a "$out/steps.txt"
 t0=$(date +%s)
 timeout "$limit_run" "$py" -m distill run recipes/cifar10_fast.yaml --out "$out/fast" "${run[@]}" > "$out/run.log" 2>&1
 echo "cifar10_fast: rc $? in $(( $(date +%s) - t0 )) s" | tee -a "$out/steps.txt"
-# 3. members spread over processes (issue 35): the cifar10_fast teacher with run.parallel=members, one process per
+# 3. members spread over processes: the cifar10_fast teacher with run.parallel=members, one process per
 # GPU (2 epochs), beside step 2's one-GPU teacher; needs 2 GPUs or more (--tiny: 2 CPU processes, gloo, digits)
 if [ $tiny = 1 ]; then
   nproc=2

@@ -1,4 +1,4 @@
-"""What run.parallel: members saves and costs (issue 35), in one invocation: per-process parameter + optimiser
+"""What run.parallel: members saves and costs, in one invocation: per-process parameter + optimiser
 memory, and the training step time of the teacher spread over W processes vs one process.
 
     PYTHONPATH=. python tools/member_parallel_cost.py [--recipe recipes/digits_sdde.yaml] [--world 2] [--rounds 2]
