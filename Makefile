@@ -32,8 +32,8 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -m ""
 
 lint: $(STAMP)
-	$(BIN)/ruff check distill tests tools
-	$(BIN)/ruff format --check distill tests tools
+	$(BIN)/ruff check distill tests tools experiments
+	$(BIN)/ruff format --check distill tests tools experiments
 
 clean:
 	rm -rf runs .pytest_cache

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from distill import _API, UserError, unknown
 from distill.checkpoint import (
@@ -33,8 +33,8 @@ from distill.checkpoint import (
     save_model,
 )
 from distill.data import Splits, load_splits
-from distill.models.contract import DataMeta  # noqa: F401  (re-exported: what a model factory is given)
-from distill.models.ensemble import Ensemble
+from distill.models import ensemble_of
+from distill.models.contract import DataMeta, DistillModel  # DataMeta re-exported: what a model factory is given
 from distill.models.registry import ARCHS, wrap_arch
 from distill.plugins import Factory, load_for_runs, load_plugin, register_factory, sha256_of
 from distill.recipe import Recipe, apply_overrides, to_dict
@@ -164,7 +164,7 @@ def distill_student(
     load_for_runs([teacher])  # a student may reuse the architecture a teacher's plugin registered
     rec = _recipe(recipe, overrides)
     if student is not None:
-        from distill.train import student_config
+        from distill.sections import student_config
 
         cfg = student_config(rec, name)
         (arch,) = _arch_names(student, cam_layer, "student")
@@ -193,7 +193,7 @@ def run(
     from distill.pipeline import run_pipeline
 
     load_for_runs([Path(out) / "teacher"])
-    rec = load_recipe(recipe, overrides)
+    rec = check_recipe(load_recipe(recipe, overrides))
     with _locked(Path(out)):
         return run_pipeline(rec, Path(out), rerun=list(rerun), only_students=students)
 
@@ -307,11 +307,7 @@ def import_teacher(
     files = [Path(c) for c in checkpoints]
     if not files:
         raise UserError("--checkpoint: give at least one checkpoint file")
-    names = _arch_names(arch, cam_layer, "--arch")
-    if len(names) == 1:
-        names = names * len(files)
-    if len(names) != len(files):
-        raise UserError(f"--arch: {len(names)} architectures for {len(files)} checkpoints; give one or {len(files)}")
+    names = _names_per_checkpoint(arch, cam_layer, len(files))
     states = [read_state_dict(f) for f in files]  # every file readable before any data loads
     rec = dataclasses.replace(_recipe(recipe, overrides), teacher=None)
     check_recipe(rec)
@@ -321,12 +317,7 @@ def import_teacher(
     data = load_splits(rec.data)
     meta = data.meta
     norm_mean, norm_std = _normalisation(meta.mean, meta.std, meta.channels, mean, std, normalization_from_data)
-    members = []
-    for f, a, (state, _) in zip(files, names, states):
-        net = ARCHS[a](meta.channels, meta.num_classes, tuple(meta.size))
-        load_state_strict(net, state, f, f"arch '{a}'")
-        members.append(wrap_arch(a, net, meta.channels, meta.num_classes, meta.size, norm_mean, norm_std))
-    model = Ensemble(members).eval()
+    model = _imported_ensemble(files, names, [state for state, _ in states], meta, norm_mean, norm_std)
     spec = {"kind": "ensemble", "archs": names, "normalization": {"mean": list(norm_mean), "std": list(norm_std)}}
     info = {
         "role": "teacher",
@@ -342,6 +333,33 @@ def import_teacher(
     with _locked(out):
         save_model(out, model, info)
         return _imported_summary(out, data)
+
+
+def _names_per_checkpoint(arch: Members, cam_layer: str | None, n_files: int) -> list[str]:
+    """``--arch``: one architecture for every checkpoint, or one per checkpoint in order."""
+    names = _arch_names(arch, cam_layer, "--arch")
+    if len(names) == 1:
+        names = names * n_files
+    if len(names) != n_files:
+        raise UserError(f"--arch: {len(names)} architectures for {n_files} checkpoints; give one or {n_files}")
+    return names
+
+
+def _imported_ensemble(
+    files: list[Path],
+    names: list[str],
+    states: list[dict[str, Tensor]],
+    meta: DataMeta,
+    norm_mean: tuple[float, ...],
+    norm_std: tuple[float, ...],
+) -> DistillModel:
+    """The members built from their architectures, each state dict loaded strictly (a mismatch names the file)."""
+    members = []
+    for f, a, state in zip(files, names, states):
+        net = ARCHS[a](meta.channels, meta.num_classes, tuple(meta.size))
+        load_state_strict(net, state, f, f"arch '{a}'")
+        members.append(wrap_arch(a, net, meta.channels, meta.num_classes, meta.size, norm_mean, norm_std))
+    return ensemble_of(members).eval()
 
 
 def _imported_summary(out: Path, data: Splits) -> dict[str, Any]:

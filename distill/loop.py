@@ -8,6 +8,7 @@ TensorBoard logging and the final summary.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
@@ -35,7 +36,8 @@ from distill.checkpoint import (
 from distill.data.base import Splits
 from distill.data.batches import DeviceLoader, make_augment
 from distill.metrics import accuracy, nll, pairwise_disagreement
-from distill.models.ensemble import Ensemble, compile_ensemble, mean_probs, to_channels_last
+from distill.models.contract import DistillModel
+from distill.models.ensemble import mean_probs, to_channels_last
 from distill.objectives.base import Objective
 from distill.parallel import MemberSpread, check_members_mode, share_members, spread_of
 from distill.predict import predict_logits
@@ -58,10 +60,10 @@ def lr_factor(step: int, total: int, steps_per_epoch: int, cfg: ScheduleCfg, bas
     return 1.0
 
 
-def make_optimizer(model: nn.Module, train: TrainCfg) -> torch.optim.Optimizer:
+def make_optimizer(model: DistillModel, train: TrainCfg) -> torch.optim.Optimizer:
     o = train.optim
-    # Models with parameters that need their own settings (BatchEnsemble fast weights) say so.
-    groups = model.param_groups(o.lr, o.weight_decay) if hasattr(model, "param_groups") else model.parameters()
+    # Parameters that need their own settings (a BatchEnsemble's fast weights) come in groups of their own.
+    groups = model.param_groups(o.lr, o.weight_decay)
     if o.name == "sgd":
         return torch.optim.SGD(
             groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0, weight_decay=o.weight_decay
@@ -69,16 +71,46 @@ def make_optimizer(model: nn.Module, train: TrainCfg) -> torch.optim.Optimizer:
     return torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
 
 
+def split_metrics(logits: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+    """Accuracy and NLL of the ensemble, and each member's accuracy, from every member's logits ``(M, N, K)`` on a
+    labelled split ``y: (N,)``: what validation selects on and what a run's summary reports on test."""
+    ens = mean_probs(logits)
+    member_acc = [accuracy(p, y) for p in logits.softmax(-1)]
+    return {"acc": accuracy(ens, y), "nll": nll(ens, y), "member_acc": member_acc}
+
+
 @torch.no_grad()
 def validation_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> dict[str, float]:
     logits = predict_logits(model, x, device=device)  # (M, N, K): every member's, also when spread
-    probs = logits.softmax(-1)
-    ens = mean_probs(logits)
-    out = {"acc": accuracy(ens, y), "nll": nll(ens, y)}
+    scores = split_metrics(logits, y)
+    out = {"acc": scores["acc"], "nll": scores["nll"]}
     if logits.shape[0] > 1:
-        out["member_acc"] = statistics.fmean(accuracy(p, y) for p in probs)
-        out["disagreement"] = pairwise_disagreement(probs)
+        out["member_acc"] = statistics.fmean(scores["member_acc"])
+        out["disagreement"] = pairwise_disagreement(logits.softmax(-1))
     return out
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a run records about itself in ``model.json`` (the loop adds the selected epoch and its validation
+    scores). ``role`` also names the run in progress bars and errors. Optional fields absent from a run are left
+    out of the file, as they always were."""
+
+    role: str  # teacher | single | student | control
+    spec: dict[str, Any]  # the model spec build_model rebuilds it from
+    meta: dict[str, Any]  # the dataset's DatasetMeta, as JSON
+    seed: int
+    recipe: dict[str, Any]  # the whole recipe, as plain data (what distill.reuse compares)
+    name: str | None = None  # a student's or control's name
+    control: dict[str, Any] | None = None  # a control's resolved plan (distill.sections.ControlPlan)
+    objective: dict[str, Any] | None = None  # an ensemble's objective with every default resolved
+    teacher: str | None = None  # a student's teacher run directory
+    teacher_sha256: str | None = None  # and its weights' hash, checked by `distill evaluate`
+    perturb: dict[str, Any] | None = None  # a student's perturbation
+    transfer: dict[str, Any] | None = None  # a student's data.transfer images: path, count, labels
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 @dataclass
@@ -91,7 +123,7 @@ class FitSetup:
     train: TrainCfg
     run: RunCfg
     seed: int
-    info: dict[str, Any]  # written to model.json: spec, meta, recipe, role, ...
+    info: RunInfo  # written to model.json
     outlier_x: torch.Tensor | None = None
     transfer_x: torch.Tensor | None = None  # (N', C, H, W) uint8 unlabelled images (data.transfer), for students
     resume: bool = False
@@ -208,8 +240,7 @@ def _diverged(s: FitSetup, epoch: int, what: str) -> UserError:
         else "no epoch had finished, so no checkpoint was written"
     )
     return UserError(
-        f"{s.info.get('role', 'train')}: {what}: training diverged; lower train.optim.lr "
-        f"(now {s.train.optim.lr:g}); {kept}"
+        f"{s.info.role}: {what}: training diverged; lower train.optim.lr (now {s.train.optim.lr:g}); {kept}"
     )
 
 
@@ -297,7 +328,7 @@ def _prepare(model: nn.Module, objective: Objective, s: FitSetup) -> _Prepared:
     if objective.needs_outliers and s.outlier_x is None:
         raise UserError("data.outlier: this objective needs an outlier dataset; set data.outlier (and outlier_root)")
     if s.transfer_x is not None and not getattr(objective, "uses_transfer", False):
-        what = s.info.get("role", "this run")
+        what = s.info.role
         raise UserError(f"data.transfer: the {what}'s objective does not learn from transfer images")
     loader = DeviceLoader(
         s.splits.train_x.to(device),
@@ -315,15 +346,11 @@ def _prepare(model: nn.Module, objective: Objective, s: FitSetup) -> _Prepared:
     model.to(device)
     if s.run.channels_last:
         to_channels_last(model)
-    if s.run.compile and isinstance(model, Ensemble):
-        acc.print(f"torch.compile: {compile_ensemble(model, objective.compile_when)}")
+    if s.run.compile:
+        acc.print(f"torch.compile: {model.compile_members(objective.compile_when)}")
     objective.to(device, torch.channels_last if s.run.channels_last else torch.contiguous_format)
     optimizer = make_optimizer(model, s.train)
-    steps_per_epoch = len(loader) // s.train.grad_accum
-    total, base_lr = steps_per_epoch * s.train.epochs, s.train.optim.lr
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total, steps_per_epoch, s.train.schedule, base_lr)
-    )
+    scheduler = _lr_scheduler(optimizer, len(loader) // s.train.grad_accum, s.train)
     state = TrainState()
     if s.resume and state_path.exists():
         state = load_state(state_path, model, optimizer, scheduler, len(loader))
@@ -339,11 +366,29 @@ def _prepare(model: nn.Module, objective: Objective, s: FitSetup) -> _Prepared:
     return _Prepared(acc, model, optimizer, scheduler, loader, state, spread)
 
 
+def _lr_scheduler(
+    optimizer: torch.optim.Optimizer, steps_per_epoch: int, train: TrainCfg
+) -> torch.optim.lr_scheduler.LambdaLR:
+    total, base_lr = steps_per_epoch * train.epochs, train.optim.lr
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total, steps_per_epoch, train.schedule, base_lr)
+    )
+
+
 def _share_members(model: nn.Module, objective: Objective, s: FitSetup, acc: Accelerator) -> nn.Module:
-    what = s.info.get("role", "the model")
+    """This process's share of the members; a student's objective spreads its frozen teacher's members instead
+    (:mod:`distill.spread_teacher`) and the student, returned whole, trains data-parallel."""
+    what = s.info.role
+    if objective.share_teacher(acc.process_index, acc.num_processes, acc.device, f"the teacher of the {what}"):
+        spread = f"the teacher's members spread over {acc.num_processes} processes"
+        acc.print(f"run.parallel: members: {spread}; the {what} trains data-parallel")
+        return model
+    if model.size == 1:  # one network (the single baseline, a control): nothing to spread; said, not guessed
+        acc.print(f"run.parallel: members: the {what} is one network; it trains data-parallel")
+        return model
     if s.epoch_callbacks:
         raise UserError(f"run.parallel: members: {what}: per-epoch recorders (record_trajectory) need the whole model")
-    check_members_mode(getattr(model, "size", 1), getattr(objective, "member_parallel", False), what, acc.num_processes)
+    check_members_mode(model.size, objective.member_parallel, what, acc.num_processes)
     return share_members(model, acc.process_index, acc.num_processes, acc.device, what)
 
 
@@ -355,7 +400,7 @@ def _train_epoch(p: _Prepared, objective: Objective, s: FitSetup, epoch: int) ->
     bar = tqdm(
         p.loader.epoch(epoch),
         total=len(p.loader),
-        desc=f"{s.info.get('role', 'train')} {epoch + 1}/{s.train.epochs}",
+        desc=f"{s.info.role} {epoch + 1}/{s.train.epochs}",
         disable=not (acc.is_main_process and s.run.progress),
         leave=False,
     )
@@ -411,10 +456,10 @@ def _end_epoch(p: _Prepared, s: FitSetup, epoch: int, train_terms: dict[str, flo
     )
     st.epoch = epoch + 1
     if p.spread is not None:
-        _save_spread(p, s, net, {**s.info, "epoch": epoch + 1, "val": val} if improved else None)
+        _save_spread(p, s, net, {**s.info.to_json(), "epoch": epoch + 1, "val": val} if improved else None)
     elif acc.is_main_process:
         if improved:
-            save_model(s.out, net, {**s.info, "epoch": epoch + 1, "val": val})
+            save_model(s.out, net, {**s.info.to_json(), "epoch": epoch + 1, "val": val})
         # with the world size that drew the batches: a members-spread resume refuses a data-parallel run's state
         drawn = {"mode": "data", "processes": acc.num_processes}
         save_state(s.out / "state.safetensors", net, p.optimizer, p.scheduler, st, drawn)
@@ -463,7 +508,7 @@ def fit(model: nn.Module, objective: Objective, s: FitSetup) -> dict[str, Any]:
     in_sync = _replicas_in_sync(p.acc, net) if p.spread is None else None  # members spread: no replicas
     _end_training(p.acc)
     summary = {
-        "role": s.info.get("role"),
+        "role": s.info.role,
         "epochs": s.train.epochs,
         "best_epoch": st.best_epoch + 1,
         "epoch_time_s_median": statistics.median(st.epoch_times) if st.epoch_times else None,
@@ -473,10 +518,10 @@ def fit(model: nn.Module, objective: Objective, s: FitSetup) -> dict[str, Any]:
         "replicas_in_sync": in_sync,
         "mixed_precision": s.run.mixed_precision,
         "device": str(p.acc.device),
-        "member_mode": net.resolved_mode(p.acc.device) if isinstance(net, Ensemble) else None,
+        "member_mode": net.member_mode_used(p.acc.device),
         "history": st.history,
         # what the model learnt from: the labelled training split, and a student's transfer images if any
-        "data_seen": {"labelled_train_images": len(s.splits.train_y), "transfer": s.info.get("transfer")},
+        "data_seen": {"labelled_train_images": len(s.splits.train_y), "transfer": s.info.transfer},
     }
     if p.acc.is_main_process:
         atomic_write_text(s.out / "summary.json", json.dumps(summary, indent=2))

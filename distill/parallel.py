@@ -40,7 +40,7 @@ import torch.distributed as dist
 from torch import nn
 
 from distill import UserError
-from distill.models.ensemble import Ensemble
+from distill.models.contract import DistillModel
 
 
 def owned_members(rank: int, world: int, members: int) -> range:
@@ -304,41 +304,32 @@ def _recv(src: int, device: torch.device) -> tuple[dict[str, torch.Tensor], dict
 # --- the model -----------------------------------------------------------------------------------------------
 
 
-class MemberShare(Ensemble):
-    """The members this process owns, as an ensemble of its own (its ``forward`` takes one batch or one per
-    owned member, and returns only their logits); ``member_spread`` says where they sit in the whole."""
-
-    def __init__(self, members: list[nn.Module], mode: str, spread: MemberSpread) -> None:
-        super().__init__(members, mode)
-        self.member_spread = spread
-
-
 def spread_of(model: nn.Module) -> MemberSpread | None:
     """The spread of a model that holds a share of the members, None for a whole model."""
     return getattr(model, "member_spread", None)
 
 
-def share_members(model: nn.Module, rank: int, world: int, device: torch.device, what: str) -> MemberShare:
-    """This process's :class:`MemberShare` of ``model`` (an ensemble: anything with ``members`` and ``mode``).
+def share_members(model: nn.Module, rank: int, world: int, device: torch.device, what: str) -> nn.Module:
+    """This process's share of ``model``'s members (:meth:`~distill.models.contract.DistillModel.member_share`), for
+    a kind whose members share no parameter.
 
     The other members' weights move to the meta device (freed): each process builds the whole ensemble from the
     seed, as one process does, so every member starts from its one-process initialisation."""
-    members = getattr(model, "members", None)
-    if not isinstance(members, nn.ModuleList) or hasattr(model, "param_groups"):
+    if not isinstance(model, DistillModel) or not model.separate_members:  # the contract, not a class
         raise UserError(f"run.parallel: members: {what} is not an ensemble of separate members; use run.parallel: data")
+    members = model.member_modules()
     check_world(world, len(members), what)
     own = owned_members(rank, world, len(members))
     counts = [len(list(m.parameters())) for m in members]
     share = Share(own.start, len(own), sum(counts[: own.start]), sum(counts[own.start : own.stop]))
     spread = MemberSpread(rank, world, len(members), torch.device(device), share)
-    kept = [members[i] for i in own]
     for i, m in enumerate(members):
         if i not in own:
             m.to("meta")
-    return MemberShare(kept, getattr(model, "mode", "auto"), spread)
+    return model.member_share(own, spread)
 
 
 def gather_predictions(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
-    """``logits (M_own, N, K)`` of a :class:`MemberShare` -> every member's ``(M, N, K)``; others unchanged."""
+    """``logits (M_own, N, K)`` of a share of the members -> every member's ``(M, N, K)``; others unchanged."""
     spread = spread_of(model)
     return logits if spread is None else spread.gather_detached(logits)

@@ -7,7 +7,7 @@ after a crash continues where it stopped.
 from __future__ import annotations
 
 import dataclasses
-import json
+import os
 import time
 from collections.abc import Sequence
 from functools import partial
@@ -16,38 +16,16 @@ from typing import Any
 
 from distill import UserError
 from distill.recipe import Recipe
-from distill.reuse import prepare_out
-from distill.train import control_plans, train_control, train_ensemble, train_student
+from distill.reuse import prepare_out, stages_of
+from distill.sections import control_plans
+from distill.stages import StageTimes, run_stage
+from distill.train import train_control, train_ensemble, train_student
 
 
-def _finished(run_dir: Path) -> bool:
-    summary = run_dir / "summary.json"
-    return summary.is_file() and "test" in json.loads(summary.read_text())
-
-
-class StageTimes:
-    """Wall time of each stage this invocation ran, written to ``out/stages.json`` as stages finish (a reused
-    stage keeps the time recorded when it ran)."""
-
-    def __init__(self, out: Path) -> None:
-        self.path = out / "stages.json"
-        self.times: dict[str, float] = json.loads(self.path.read_text()) if self.path.is_file() else {}
-
-    def record(self, name: str, seconds: float) -> None:
-        from distill.checkpoint import atomic_write_text
-
-        self.times[name] = round(seconds, 1)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.path, json.dumps(self.times, indent=2))
-
-
-def _stage(run_dir: Path, train: Any, times: StageTimes, name: str) -> None:
-    if _finished(run_dir):
-        print(f"[reuse] {run_dir}")
-        return
-    start = time.perf_counter()
-    train(resume=(run_dir / "state.safetensors").exists())
-    times.record(name, time.perf_counter() - start)
+def say(line: str) -> None:
+    """Print a stage header once: on the main process of a launched run (every process runs the pipeline)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(line, flush=True)
 
 
 def run_pipeline(
@@ -61,9 +39,7 @@ def run_pipeline(
     names."""
     if recipe.teacher is None:
         raise UserError("--recipe: a pipeline recipe needs a 'teacher' section")
-    names = [s.name for s in recipe.students]
-    if len(set(names)) != len(names):
-        raise UserError(f"students: names must be unique, got {names}")
+    names = [s.name for s in recipe.students]  # unique: check_recipe refused a repeated one, naming its key
     if recipe.data.transfer is not None and not Path(recipe.data.transfer).expanduser().exists():
         # the students read it, after the teacher has trained: say so before
         raise UserError(f"data.transfer {recipe.data.transfer}: not found; expected a folder of images or an archive")
@@ -77,25 +53,28 @@ def run_pipeline(
         recipe = dataclasses.replace(recipe, students=[s for s in recipe.students if s.name in set(only_students)])
     prepare_out(recipe, out, rerun, plans)
     times = StageTimes(out)
+    stage = {s.name: s for s in stages_of(recipe, out, plans)}
     teacher_dir = out / "teacher"
-    print(f"== teacher -> {teacher_dir}")
-    _stage(teacher_dir, partial(train_ensemble, recipe, teacher_dir), times, "teacher")
+    say(f"== teacher -> {teacher_dir}")
+    run_stage(recipe, stage["teacher"], partial(train_ensemble, recipe, teacher_dir), out, times)
     single_dir = None
     if recipe.single is not None:
         single_dir = out / "single"
-        print(f"== single-model baseline -> {single_dir}")
-        _stage(single_dir, partial(train_ensemble, recipe, single_dir, section="single"), times, "single")
+        say(f"== single-model baseline -> {single_dir}")
+        run_stage(recipe, stage["single"], partial(train_ensemble, recipe, single_dir, section="single"), out, times)
     student_dirs = []
     for s in recipe.students:
         d = out / "students" / s.name
-        print(f"== student '{s.name}' ({s.kind} {s.arch}, perturbation {s.perturb.name}) -> {d}")
-        _stage(d, partial(train_student, recipe, teacher_dir, d, name=s.name), times, f"student/{s.name}")
+        say(f"== student '{s.name}' ({s.kind} {s.arch}, perturbation {s.perturb.name}) -> {d}")
+        run_stage(
+            recipe, stage[f"student/{s.name}"], partial(train_student, recipe, teacher_dir, d, name=s.name), out, times
+        )
         student_dirs.append(d)
     control_dirs = []
     for p in plans:
         d = out / "controls" / p.name
-        print(f"== control '{p.name}' (like student '{p.like}') -> {d}")
-        _stage(d, partial(train_control, recipe, p, d, single_dir), times, f"control/{p.name}")
+        say(f"== control '{p.name}' (like student '{p.like}') -> {d}")
+        run_stage(recipe, stage[f"control/{p.name}"], partial(train_control, recipe, p, d, single_dir), out, times)
         control_dirs.append(d)
     from accelerate import PartialState
 
@@ -103,7 +82,7 @@ def run_pipeline(
 
     if not PartialState().is_main_process:  # under accelerate launch one process reports (docs/scale.md)
         return {}
-    print(f"== report -> {out / 'report'}")
+    say(f"== report -> {out / 'report'}")
     start = time.perf_counter()
     report = evaluate_runs(teacher_dir, student_dirs, single_dir, out / "report", recipe.evaluate, control_dirs)
     times.record("report", time.perf_counter() - start)

@@ -24,14 +24,16 @@ from torch import nn
 from distill import UserError
 from distill.data.base import LOADERS
 from distill.models.contract import DataMeta
-from distill.models.registry import ARCHS, CAM_LAYERS
+from distill.models.registry import ARCHS
+from distill.models.registry import cam_layer as arch_cam_layer
+from distill.registry import Entry, Registry
 
 Factory = Callable[[DataMeta], nn.Module]  # a model factory: told channels, num_classes and size
 
 # resolved path -> record {"path", "sha256", "archs", "datasets", "factories"?}; in the order they were loaded
 _LOADED: dict[str, dict[str, Any]] = {}
 _MODULES: dict[str, Any] = {}  # resolved path -> the imported module
-_FACTORIES: dict[str, Factory] = {}  # arch name -> the factory registered under it by the API
+_FACTORIES: Registry[Factory] = Registry("model factory")  # arch name -> the factory registered under it by the API
 
 
 def sha256_of(path: Path) -> str:
@@ -42,7 +44,7 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _registries() -> dict[str, dict]:
+def _registries() -> dict[str, Registry]:
     """The registries a plugin's additions are recorded for (and checked against overwriting)."""
     return {"archs": ARCHS, "datasets": LOADERS}
 
@@ -67,7 +69,7 @@ def load_plugin(path: str | Path, flag: str = "--plugin") -> dict[str, Any]:
         if loaded["sha256"] != digest:
             raise UserError(f"{flag} {p}: changed since this process imported it; start a new process")
         return loaded
-    before = {kind: dict(reg) for kind, reg in _registries().items()}
+    before = {kind: reg.snapshot() for kind, reg in _registries().items()}
     module_name = f"distill_plugin_{p.stem}_{digest[:12]}"
     spec = importlib.util.spec_from_file_location(module_name, p)
     if spec is None or spec.loader is None:
@@ -83,7 +85,7 @@ def load_plugin(path: str | Path, flag: str = "--plugin") -> dict[str, Any]:
         raise UserError(f"{flag} {p}: importing it failed: {type(err).__name__}: {first}") from None
     record: dict[str, Any] = {"path": str(p), "sha256": digest}
     for kind, reg in _registries().items():
-        taken = [n for n in reg if n in before[kind] and reg[n] is not before[kind][n]]
+        taken = [n for n in reg if n in before[kind] and reg[n] is not before[kind][n].value]
         if taken:
             _restore(before)
             raise UserError(
@@ -96,10 +98,9 @@ def load_plugin(path: str | Path, flag: str = "--plugin") -> dict[str, Any]:
     return record
 
 
-def _restore(before: dict[str, dict]) -> None:
+def _restore(before: dict[str, dict[str, Entry]]) -> None:
     for kind, reg in _registries().items():
-        reg.clear()
-        reg.update(before[kind])
+        reg.restore(before[kind])
 
 
 def load_plugins(paths: Iterable[str | Path], flag: str = "--plugin") -> list[dict[str, Any]]:
@@ -126,9 +127,8 @@ def register_factory(factory: Factory, name: str | None = None, cam_layer: str |
     def builder(channels: int, num_classes: int, size: tuple[int, int]) -> nn.Module:
         return factory(DataMeta(channels, num_classes, tuple(size)))
 
-    ARCHS[name] = builder
-    CAM_LAYERS[name] = cam_layer
-    _FACTORIES[name] = factory
+    ARCHS.register(name, builder, cam_layer=cam_layer)
+    _FACTORIES.register(name, factory)
     return name
 
 
@@ -142,7 +142,7 @@ def _factory_record(name: str, factory: Factory) -> dict[str, Any]:
         source = inspect.getsourcefile(factory)
     except TypeError:
         source = None
-    record: dict[str, Any] = {"factory": qualname, "cam_layer": CAM_LAYERS.get(name)}
+    record: dict[str, Any] = {"factory": qualname, "cam_layer": arch_cam_layer(name)}
     if source is None or "<" in qualname or not Path(source).is_file():
         record["path"] = None  # defined inside a function or interactively: it cannot be imported again
         return {"archs": [name], "factories": {name: record}, "path": source, "sha256": None}

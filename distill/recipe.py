@@ -22,18 +22,73 @@ import yaml
 
 from distill import UserError
 
+# ---------------------------------------------------------------------------------------------------
+# allowed ranges: a field's range is part of its dataclass (``ranged``), checked by :func:`build` as the dataclass
+# is built from plain data, so a value out of range stops before any data is read, with the dotted key, instead of
+# a traceback (or a silently odd run) deep inside training. Recipe sections and the params dataclasses of
+# registered names (objectives, perturbations, student options) declare theirs the same way.
+
+Rule = tuple[Callable[[Any], bool], str]  # (accepts the value, what was expected)
+_RANGE = "distill.range"  # the field-metadata key of a ranged field's Rule
+
+
+def ints(lo: int, hi: int | None = None) -> Rule:
+    text = f"an integer >= {lo}" if hi is None else f"an integer in {lo}..{hi}"
+    return (lambda v: v >= lo and (hi is None or v <= hi)), text
+
+
+def floats(lo: float, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False) -> Rule:
+    def ok(v: float) -> bool:
+        return (
+            math.isfinite(v) and (v > lo if lo_open else v >= lo) and (hi is None or (v < hi if hi_open else v <= hi))
+        )
+
+    if hi is None:
+        text = f"a finite number {'>' if lo_open else '>='} {lo}"
+    else:
+        text = f"a number in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    return ok, text
+
+
+FRACTION = floats(0.0, 1.0, hi_open=True)
+POSITIVE = floats(0.0, lo_open=True)
+NON_NEGATIVE = floats(0.0)
+
+
+def checks(rule: Rule) -> dict[str, Rule]:
+    """The field metadata of a ranged field: ``field(default_factory=..., metadata=checks(ints(1, 5)))``."""
+    return {_RANGE: rule}
+
+
+def ranged(rule: Rule, default: Any) -> Any:
+    """A dataclass field with an immutable ``default`` whose value (each element of a list; None passes)
+    :func:`build` checks against ``rule``."""
+    return field(default=default, metadata=checks(rule))
+
+
+def check_range(f: dataclasses.Field, value: Any, key: str) -> None:
+    """Raise a UserError naming ``key`` when ``value`` (or an element of a list) is outside field ``f``'s range."""
+    rule = f.metadata.get(_RANGE)
+    if rule is None or value is None:
+        return
+    ok, text = rule
+    for i, v in enumerate(value) if isinstance(value, list) else [(None, value)]:
+        if not ok(v):
+            where = key if i is None else f"{key}[{i}]"
+            raise UserError(f"recipe key '{where}': expected {text}, got {v!r}")
+
 
 @dataclass(frozen=True)
 class DataCfg:
     name: str = "digits"
     root: str | None = None  # directory or archive holding the dataset (not needed for digits)
     split_seed: int = 0  # seed of the fixed train / val / test split
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2  # used only by datasets that ship without a test split (digits, mnist)
+    val_fraction: float = ranged(FRACTION, 0.1)
+    test_fraction: float = ranged(FRACTION, 0.2)  # used only by datasets that ship without a test split (digits, mnist)
     augment: bool = True
-    crop_padding: int = 0  # random crop with this zero padding; 0 disables
+    crop_padding: int = ranged(ints(0), 0)  # random crop with this zero padding; 0 disables
     flip: bool = False  # random horizontal flip
-    limit_train: int | None = None  # a seeded, class-stratified subset of N training images
+    limit_train: int | None = ranged(ints(1), None)  # a seeded, class-stratified subset of N training images
     holdout_classes: list[int] = field(default_factory=list)  # removed from training; an OOD set
     outlier: str | None = None  # outlier-exposure dataset name (SDDE_OOD); same root rules as `name`
     outlier_root: str | None = None
@@ -62,35 +117,36 @@ class DataCfg:
 @dataclass(frozen=True)
 class OptimCfg:
     name: Literal["sgd", "adam"] = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
+    lr: float = ranged(POSITIVE, 0.1)
+    momentum: float = ranged(FRACTION, 0.9)
     nesterov: bool = True
-    weight_decay: float = 5e-4
+    weight_decay: float = ranged(NON_NEGATIVE, 5e-4)
 
 
 @dataclass(frozen=True)
 class ScheduleCfg:
     name: Literal["cosine", "constant", "step", "warmup_linear"] = "cosine"
-    eta_min: float = 1e-6  # cosine floor
-    warmup_epochs: float = 0.0  # linear warm-up from 0 (cosine and warmup_linear)
-    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step: fractions of training
-    gamma: float = 0.1  # step: decay factor
-    final_lr_fraction: float = 0.0  # warmup_linear: lr at the end as a fraction of the peak
+    eta_min: float = ranged(NON_NEGATIVE, 1e-6)  # cosine floor
+    warmup_epochs: float = ranged(NON_NEGATIVE, 0.0)  # linear warm-up from 0 (cosine and warmup_linear)
+    # step: fractions of training
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75], metadata=checks(floats(0.0, 1.0)))
+    gamma: float = ranged(POSITIVE, 0.1)  # step: decay factor
+    final_lr_fraction: float = ranged(floats(0.0, 1.0), 0.0)  # warmup_linear: lr at the end as a fraction of the peak
 
 
 @dataclass(frozen=True)
 class TrainCfg:
-    epochs: int = 10
-    batch_size: int = 64  # per member, per process
+    epochs: int = ranged(ints(1), 10)
+    batch_size: int = ranged(ints(1), 64)  # per member, per process
     optim: OptimCfg = OptimCfg()
     schedule: ScheduleCfg = ScheduleCfg()
-    grad_accum: int = 1
+    grad_accum: int = ranged(ints(1), 1)
     select: Literal["best_val_nll", "best_val_acc", "last"] = "best_val_nll"
     # The share of the epochs, counted back from the last, that are validated and so can be selected; the last
     # epoch always is. Validation costs a forward pass over the validation split per member each epoch (with its
     # checkpoint, 9 of the CIFAR-10 CPU pipeline's 61 minutes); under a decaying schedule a student's early epochs
     # were never its best there. Keep 1.0 where a network can overfit early (a single network on little data).
-    validate_last: float = 1.0
+    validate_last: float = ranged(floats(0.0, 1.0, lo_open=True), 1.0)
 
     def validates(self, epoch: int) -> bool:
         """Whether 0-based ``epoch`` is validated: one of the last ``ceil(validate_last * epochs)``."""
@@ -101,13 +157,13 @@ class TrainCfg:
 @dataclass(frozen=True)
 class TeacherCfg:
     arch: str | list[str] = "small_cnn"  # one name for all members, or one per member (heterogeneous)
-    members: int = 4
+    members: int = ranged(ints(1), 4)
     objective: dict[str, Any] = field(default_factory=lambda: {"name": "de"})
     train: TrainCfg = TrainCfg()
     # Fort et al. analyses: each epoch, members' softmax outputs on a fixed validation subset (and weights)
     record_trajectory: bool = False
     record_weights: bool = False
-    trajectory_images: int = 500
+    trajectory_images: int = ranged(ints(1), 500)
 
 
 @dataclass(frozen=True)
@@ -120,9 +176,10 @@ class PerturbCfg:
 class StudentCfg:
     name: str = "student"
     arch: str = "small_cnn"
-    kind: Literal["single", "batchensemble", "hydra", "dirichlet"] = "single"  # distill/students/<kind>.py
-    alpha: float = 0.9
-    temperature: float = 4.0
+    # a registered student kind (distill/students/<kind>.py, or a plugin's); checked with the recipe (distill.resolve)
+    kind: str = "single"
+    alpha: float = ranged(floats(0.0, 1.0), 0.9)
+    temperature: float = ranged(POSITIVE, 4.0)
     perturb: PerturbCfg = PerturbCfg()
     train: TrainCfg = TrainCfg()
     options: dict[str, Any] = field(default_factory=dict)  # the kind's own options, checked by the kind
@@ -140,7 +197,7 @@ class ControlCfg:
     """
 
     name: Literal["single_long", "label_smoothing", "self_kd"]
-    smoothing: float | None = None  # label_smoothing only; None: 0.1
+    smoothing: float | None = ranged(FRACTION, None)  # label_smoothing only; None: 0.1
 
 
 @dataclass(frozen=True)
@@ -168,33 +225,34 @@ class EvalCfg:
         default_factory=lambda: ["msp", "max_logit", "neg_entropy", "neg_mi", "mal", "min_member_max_logit"]
     )
     corruptions: list[str] | None = None  # None: CIFAR-10-C's 15 (the 4 extras only by name); [] disables
-    corruption_limit: int = 1000  # test images used for the corruption sweep
+    corruption_limit: int = ranged(ints(1), 1000)  # test images used for the corruption sweep
     corruption_seed: int = 0  # image i of the sweep draws its noise from (corruption_seed, i), whatever the batches
     frost_images: str | None = None  # dir with CIFAR-10-C's frost1.png .. frost5.jpg: frost as the original does
     # the released CIFAR-10-C folder (<corruption>.npy, labels.npy): sweep its images (corruption_limit of each
     # severity, drawn class-stratified with subset_seed) instead of corrupting test images here; CIFAR-10 only
     cifar10c: str | None = None
-    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
-    cam_images: int = 8  # test images in the CAM grid figure
-    diversity_images: int = 500  # test images for the saliency / attribution / CKA diversity measures
+    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5], metadata=checks(ints(1, 5)))
+    cam_images: int = ranged(ints(0), 8)  # test images in the CAM grid figure
+    diversity_images: int = ranged(ints(1), 500)  # test images for the saliency / attribution / CKA diversity measures
     # seed of every test subset above (corruption_limit, diversity_images, cam_images): each is drawn class-
     # stratified with it (distill/data/subsets.py), never the first N of a class-sorted split
-    subset_seed: int = 0
-    batch_size: int = 512
+    subset_seed: int = ranged(ints(0), 0)
+    batch_size: int = ranged(ints(1), 512)
     cost: CostCfg = CostCfg()
     # The OOD column, its gain share and the verdict read ONE score per model, declared before evaluation by the
     # model's kind (distill/students/readout.py: msp for one network, the members' mutual information for several);
     # this overrides it per kind: {single|ensemble|batchensemble|hydra|dirichlet: score}. Never chosen on test.
     ood_score: dict[str, str] = field(default_factory=dict)
-    bootstrap: int = 1000  # paired bootstrap resamples of the test images for the report's intervals (0: off)
+    # paired bootstrap resamples of the test images for the report's intervals (0: off)
+    bootstrap: int = ranged(ints(0), 1000)
     bootstrap_seed: int = 0
-    confidence: float = 0.95  # of every interval the report prints
+    confidence: float = ranged(floats(0.5, 1.0, lo_open=True, hi_open=True), 0.95)  # of every interval the report gives
 
 
 @dataclass(frozen=True)
 class RunCfg:
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    log_every: int = 20  # steps between TensorBoard scalars
+    log_every: int = ranged(ints(1), 20)  # steps between TensorBoard scalars
     progress: bool = True
     cpu: bool = False  # force the CPU even when a GPU is present
     # channels-last conv weights for the trained model and a student's frozen teacher: tensor cores under bf16 on a
@@ -206,7 +264,8 @@ class RunCfg:
     member_mode: Literal["loop", "vmap", "auto"] = "auto"
     # under several processes (accelerate launch / torchrun): "data" replicates the whole ensemble on every process
     # (DDP over shards of each batch); "members" gives each process a contiguous share of the members, each trained
-    # on the data order it has in one process, at most one process per member (distill/parallel.py, docs/scale.md)
+    # on the data order it has in one process, at most one process per member (distill/parallel.py, docs/scale.md);
+    # a student stage spreads its frozen teacher's members and trains the student as "data" (distill/spread_teacher.py)
     parallel: Literal["data", "members"] = "data"
 
 
@@ -222,80 +281,6 @@ class Recipe:
     controls_like: str | None = None  # the student the controls copy (a 'single' student); None: the first
     evaluate: EvalCfg = EvalCfg()
     run: RunCfg = RunCfg()
-
-
-# ---------------------------------------------------------------------------------------------------
-# allowed ranges, checked as a recipe is built: a value out of range stops before any data is read,
-# with the dotted key, instead of a traceback (or a silently odd run) deep inside training
-
-
-def _ints(lo: int, hi: int | None = None) -> tuple[Callable[[Any], bool], str]:
-    text = f"an integer >= {lo}" if hi is None else f"an integer in {lo}..{hi}"
-    return (lambda v: v >= lo and (hi is None or v <= hi)), text
-
-
-def _floats(
-    lo: float, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False
-) -> tuple[Callable[[Any], bool], str]:
-    def ok(v: float) -> bool:
-        return (
-            math.isfinite(v) and (v > lo if lo_open else v >= lo) and (hi is None or (v < hi if hi_open else v <= hi))
-        )
-
-    if hi is None:
-        text = f"a finite number {'>' if lo_open else '>='} {lo}"
-    else:
-        text = f"a number in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-    return ok, text
-
-
-_FRACTION = _floats(0.0, 1.0, hi_open=True)
-_POSITIVE = _floats(0.0, lo_open=True)
-_NON_NEGATIVE = _floats(0.0)
-RANGES: dict[tuple[type, str], tuple[Callable[[Any], bool], str]] = {
-    (DataCfg, "val_fraction"): _FRACTION,
-    (DataCfg, "test_fraction"): _FRACTION,
-    (DataCfg, "limit_train"): _ints(1),
-    (DataCfg, "crop_padding"): _ints(0),
-    (OptimCfg, "lr"): _POSITIVE,
-    (OptimCfg, "momentum"): _FRACTION,
-    (OptimCfg, "weight_decay"): _NON_NEGATIVE,
-    (ScheduleCfg, "eta_min"): _NON_NEGATIVE,
-    (ScheduleCfg, "warmup_epochs"): _NON_NEGATIVE,
-    (ScheduleCfg, "milestones"): _floats(0.0, 1.0),
-    (ScheduleCfg, "gamma"): _POSITIVE,
-    (ScheduleCfg, "final_lr_fraction"): _floats(0.0, 1.0),
-    (TrainCfg, "epochs"): _ints(1),
-    (TrainCfg, "batch_size"): _ints(1),
-    (TrainCfg, "grad_accum"): _ints(1),
-    (TrainCfg, "validate_last"): _floats(0.0, 1.0, lo_open=True),
-    (TeacherCfg, "members"): _ints(1),
-    (TeacherCfg, "trajectory_images"): _ints(1),
-    (StudentCfg, "alpha"): _floats(0.0, 1.0),
-    (StudentCfg, "temperature"): _POSITIVE,
-    (ControlCfg, "smoothing"): _FRACTION,
-    (EvalCfg, "corruption_limit"): _ints(1),
-    (EvalCfg, "severities"): _ints(1, 5),
-    (EvalCfg, "cam_images"): _ints(0),
-    (EvalCfg, "diversity_images"): _ints(1),
-    (EvalCfg, "subset_seed"): _ints(0),
-    (EvalCfg, "batch_size"): _ints(1),
-    (EvalCfg, "bootstrap"): _ints(0),
-    (EvalCfg, "confidence"): _floats(0.5, 1.0, lo_open=True, hi_open=True),
-    (RunCfg, "log_every"): _ints(1),
-}
-
-
-def check_range(cls: type, name: str, value: Any, key: str) -> None:
-    """Raise a UserError naming ``key`` when ``value`` (or an element of a list) is outside its range."""
-    rule = RANGES.get((cls, name))
-    if rule is None or value is None:
-        return
-    ok, text = rule
-    for i, v in enumerate(value) if isinstance(value, list) else [(None, value)]:
-        if not ok(v):
-            where = key if i is None else f"{key}[{i}]"
-            raise UserError(f"recipe key '{where}': expected {text}, got {v!r}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -327,28 +312,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        if len(options) == 1:  # Optional[X]: X's own error names the deepest key
-            return _convert(value, options[0], key)
-        for arg in options:
-            try:
-                return _convert(value, arg, key)
-            except UserError:
-                continue
-        raise UserError(f"recipe key '{key}': expected {_type_name(tp)}, got {value!r}")
+        return _convert_union(value, tp, key)
     if origin is Literal:
-        if isinstance(value, bool):
-            # YAML 1.1 (PyYAML) reads a bare no / off / yes / on as a boolean, so `mixed_precision: no` in a recipe
-            # or `--set run.mixed_precision=no` arrives as False: give back the one word of the Literal it was
-            words = [a for a in typing.get_args(tp) if isinstance(a, str) and a.lower() in _YAML_BOOL_WORDS[value]]
-            if len(words) == 1:
-                return words[0]
-        elif value in typing.get_args(tp):
-            return value
-        raise UserError(f"recipe key '{key}': expected one of {_type_name(tp)}, got {value!r}")
+        return _convert_literal(value, tp, key)
     if origin is list:
         if not isinstance(value, list):
             raise UserError(f"recipe key '{key}': expected {_type_name(tp)}, got {value!r}")
@@ -360,16 +326,45 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         return dict(value)
     if dataclasses.is_dataclass(tp):
         return build(tp, value, key)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif tp is str and isinstance(value, str):
+    return _convert_scalar(value, tp, key)
+
+
+def _convert_union(value: Any, tp: Any, key: str) -> Any:
+    args = typing.get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    options = [a for a in args if a is not type(None)]
+    if len(options) == 1:  # Optional[X]: X's own error names the deepest key
+        return _convert(value, options[0], key)
+    for arg in options:
+        try:
+            return _convert(value, arg, key)
+        except UserError:
+            continue
+    raise UserError(f"recipe key '{key}': expected {_type_name(tp)}, got {value!r}")
+
+
+def _convert_literal(value: Any, tp: Any, key: str) -> Any:
+    if isinstance(value, bool):
+        # YAML 1.1 (PyYAML) reads a bare no / off / yes / on as a boolean, so `mixed_precision: no` in a recipe
+        # or `--set run.mixed_precision=no` arrives as False: give back the one word of the Literal it was
+        words = [a for a in typing.get_args(tp) if isinstance(a, str) and a.lower() in _YAML_BOOL_WORDS[value]]
+        if len(words) == 1:
+            return words[0]
+    elif value in typing.get_args(tp):
+        return value
+    raise UserError(f"recipe key '{key}': expected one of {_type_name(tp)}, got {value!r}")
+
+
+def _convert_scalar(value: Any, tp: Any, key: str) -> Any:
+    """bool, int, float (an int is widened) or str, as given: YAML has typed them already (a bool is no int)."""
+    if tp is bool and isinstance(value, bool):
+        return value
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is str and isinstance(value, str):
         return value
     hint = ""
     if tp is float and isinstance(value, str):
@@ -387,7 +382,8 @@ def build(cls: type, data: Any, key: str = "") -> Any:
     if not isinstance(data, dict):
         raise UserError(f"recipe key {where}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = set(fields)
     if not key:  # top level: `x-...` keys only hold YAML anchors for reuse below
         data = {k: v for k, v in data.items() if not str(k).startswith("x-")}
     unknown = sorted(set(data) - names)
@@ -406,7 +402,7 @@ def build(cls: type, data: Any, key: str = "") -> Any:
     for name, value in data.items():
         full = f"{key}.{name}" if key else name
         kwargs[name] = _convert(value, hints[name], full)
-        check_range(cls, name, kwargs[name], full)
+        check_range(fields[name], kwargs[name], full)
     return cls(**kwargs)
 
 

@@ -17,23 +17,11 @@ from distill import UserError, unknown
 from distill.recipe import DataCfg, EvalCfg, Recipe, StudentCfg, TeacherCfg, apply_overrides, load_recipe
 
 
-def _check_arch(arch: str, key: str) -> None:
-    from distill.models.registry import ARCHS
-
-    if arch not in ARCHS:
-        raise unknown(f"recipe key '{key}'", "architecture", arch, ARCHS)
-
-
 def _check_ensemble(cfg: TeacherCfg, key: str) -> None:
+    from distill.models import ensemble_spec
     from distill.objectives import objective_from_recipe
 
-    archs = cfg.arch if isinstance(cfg.arch, list) else [cfg.arch]
-    if isinstance(cfg.arch, list) and len(archs) != cfg.members:
-        raise UserError(
-            f"recipe key '{key}.arch': {len(archs)} names for {cfg.members} members; give one or {cfg.members}"
-        )
-    for i, arch in enumerate(archs):
-        _check_arch(arch, f"{key}.arch" + (f".{i}" if isinstance(cfg.arch, list) else ""))
+    ensemble_spec(cfg.arch, cfg.members, f"{key}.arch")  # the names and their count, as the teacher stage builds it
     objective_from_recipe(cfg.objective, f"{key}.objective")
 
 
@@ -48,10 +36,11 @@ def _check_members(cfg: TeacherCfg, key: str) -> None:
 
 
 def _check_student(cfg: StudentCfg, key: str) -> None:
+    from distill.models import ensemble_spec
     from distill.perturb import make_perturbation
     from distill.students import student_kind
 
-    _check_arch(cfg.arch, f"{key}.arch")
+    ensemble_spec(cfg.arch, 1, f"{key}.arch")
     make_perturbation(cfg.perturb.name, cfg.perturb.params, f"{key}.perturb")
     student_kind(cfg)
 
@@ -111,7 +100,7 @@ def check_recipe(recipe: Recipe) -> Recipe:
 def _check_controls(recipe: Recipe) -> None:
     """The controls resolved as ``distill run`` trains them (the student they copy, the sections they need), and
     each plan's sections checked as the recipe's own are."""
-    from distill.train import control_plans
+    from distill.sections import control_plans
 
     for plan in control_plans(recipe):
         if plan.ensemble is not None:

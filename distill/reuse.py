@@ -6,7 +6,7 @@ the parts that decide what the stage trains (``seed``, ``data``, the stage's own
 compared with the new recipe's. Equal: reuse. Different: stop with the first differing key, before anything
 trains, unless ``--rerun STAGE`` asks for that stage to be trained again (the old one is moved aside, not
 deleted). A control (``controls/<name>``) copies parts of several sections (a student's, the single network's), so
-it is compared by what it trains: its resolved :class:`~distill.train.ControlPlan`, stored in its ``model.json``.
+it is compared by what it trains: its resolved :class:`~distill.sections.ControlPlan`, stored in its ``model.json``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 from distill import UserError
 from distill.checkpoint import read_model_info
 from distill.recipe import Recipe, build, recipe_from_dict, to_dict
-from distill.train import ControlPlan, control_plans
+from distill.sections import ControlPlan, control_plans
 
 _MISSING = object()
 
@@ -91,7 +91,7 @@ def _parts(tree: dict, stage: Stage, section: Any = _MISSING) -> list[tuple[str,
     it is not read from ``tree`` (a control's plan)."""
     data = dict(tree.get("data") or {})
     data.pop("cache_dir", None)
-    if stage.name in ("teacher", "single"):
+    if stage.section in ("teacher", "single"):
         data.pop("transfer", None)  # a student's extra images: adding them does not retrain its teacher
     run = tree.get("run") or {}
     return [
@@ -146,6 +146,32 @@ def _aside(run_dir: Path) -> Path:
         n += 1
 
 
+def _compare(old: dict, new: dict, stage: Stage, out: Path, remedy: str) -> None:
+    """Raise on the first part deciding the stage's weights that differs between the recipe it was trained with
+    (``old``) and the one given now (``new``, plain data); ``remedy`` ends the message."""
+    old = _normalised(old)
+    was_plan = _stored_plan(read_model_info(stage.run_dir)) if stage.plan is not None else _MISSING
+    now_plan = stage.plan if stage.plan is not None else _MISSING
+    for (key, was), (_, now) in zip(_parts(old, stage, was_plan), _parts(new, stage, now_plan)):
+        found = first_difference(was, now, key)
+        if found:
+            where, a, b = found
+            raise UserError(
+                f"--out {out}: stage '{stage.name}' was trained with another recipe: '{where}' is {_show(a)} "
+                f"there but {_show(b)} now; {remedy}"
+            )
+
+
+def check_stage(recipe: Recipe, stage: Stage, out: Path, remedy: str | None = None) -> None:
+    """Raise when ``stage.run_dir`` holds a model trained from a recipe whose parts deciding this stage differ from
+    ``recipe``'s (nothing to compare when it holds none). ``remedy``: what the message tells the user to do;
+    default: a new ``--out`` or ``--rerun``."""
+    old = _trained_with(stage.run_dir)
+    if old is not None:
+        default = f"use a new --out, or --rerun {stage.name} to train it again"
+        _compare(old, _plain(to_dict(recipe)), stage, out, remedy or default)
+
+
 def prepare_out(
     recipe: Recipe, out: Path, rerun: Sequence[str] = (), plans: Sequence[ControlPlan] | None = None
 ) -> None:
@@ -180,17 +206,7 @@ def prepare_out(
                 f"--out {out}: {stage.run_dir} was distilled from an earlier {source} that is not finished "
                 f"here; pass --rerun {stage.name} (or --rerun {source}) or use a new --out"
             )
-        old = _normalised(old)
-        was_plan = _stored_plan(read_model_info(stage.run_dir)) if stage.plan is not None else _MISSING
-        now_plan = stage.plan if stage.plan is not None else _MISSING
-        for (key, was), (_, now) in zip(_parts(old, stage, was_plan), _parts(new, stage, now_plan)):
-            found = first_difference(was, now, key)
-            if found:
-                where, a, b = found
-                raise UserError(
-                    f"--out {out}: stage '{stage.name}' was trained with another recipe: '{where}' is {_show(a)} "
-                    f"there but {_show(b)} now; use a new --out, or --rerun {stage.name} to train it again"
-                )
+        _compare(old, new, stage, out, f"use a new --out, or --rerun {stage.name} to train it again")
     for stage in stages:
         if stage.name in chosen and stage.run_dir.exists():
             print(f"[rerun] {stage.name}: the old run is kept as {_aside(stage.run_dir)}")

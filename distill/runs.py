@@ -19,7 +19,10 @@ from distill.recipe import DataCfg, build
 
 
 @dataclass
-class Run:
+class RunDir:
+    """One trained run directory, loaded (:func:`load_run`); a report's set of them is
+    :class:`distill.report.runs.Runs`."""
+
     key: str  # the model's name in a report: "teacher", "single", the student's name; else the folder's name
     role: str  # "teacher" | "single" | "student" (model.json's role unless the caller says)
     path: Path
@@ -66,12 +69,12 @@ def read_summary(path: Path) -> dict[str, Any] | None:
 
 def load_run(
     path: str | Path, device: torch.device | str = "cpu", key: str | None = None, role: str | None = None
-) -> Run:
+) -> RunDir:
     """The run at ``path``: its selected weights (safetensors, no pickled code), ``model.json`` and summary."""
     path = Path(path)
     model, info = load_model(path)
     role = role or str(info.get("role", "run"))
-    return Run(key or path.name, role, path, model.to(device), info, read_summary(path))
+    return RunDir(key or path.name, role, path, model.to(device), info, read_summary(path))
 
 
 _SPLITS: dict[str, Splits] = {}

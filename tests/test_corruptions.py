@@ -437,7 +437,7 @@ def test_snow_layer_is_8_bit_around_the_blur() -> None:
 # ------------------------------------------------------------------------------------------------- frost
 
 # The frost photos' crops as the reference draws them (the five photos weighted equally, shrunk by 0.2), printed
-# by ``python tools/frost_stats.py DIR`` (docs/corruptions.md): the targets of the synthetic texture.
+# by ``python experiments/frost_stats.py DIR`` (docs/corruptions.md): the targets of the synthetic texture.
 FROST_MEAN = (0.564, 0.647, 0.694)  # mean RGB of a crop
 FROST_SPREAD = (0.200, 0.140, 0.134)  # std over crops of a crop's mean
 FROST_WITHIN = (0.092, 0.086, 0.087)  # mean within-crop std, per channel

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from distill import UserError
+from distill.checks import check_teacher_matches
+from distill.data import load_splits
 from distill.data.identity import data_differences
 from distill.recipe import DataCfg, to_dict
-from distill.train import check_teacher_matches, load_splits
 
 DATA = DataCfg(name="digits", limit_train=600)
 

@@ -11,7 +11,8 @@ PKG = Path(__file__).resolve().parents[1] / "distill"
 # Each layer may import its own and lower layers only. Modules not named are the commands on top (cli,
 # pipeline, resolve, reuse, train, bench, analysis), which may import anything but must not form a circle.
 LAYERS: list[tuple[str, ...]] = [
-    ("distill", "distill.recipe", "distill.runlock"),  # the error type, the recipe's types
+    # the error type, the recipe's types, the one registry type
+    ("distill", "distill.recipe", "distill.registry", "distill.runlock"),
     ("distill.data",),
     # models and what reads, writes, measures or times them
     (
@@ -24,6 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
         "distill.metrics",
         "distill.bench.timing",
         "distill.parallel",  # members spread over processes: who owns which, the gathers
+        "distill.spread_teacher",  # a frozen teacher spread over processes, for a data-parallel student
     ),
     ("distill.objectives", "distill.perturb", "distill.students"),
     ("distill.loop",),

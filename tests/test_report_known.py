@@ -19,7 +19,7 @@ from scipy.optimize import minimize_scalar
 from torch import nn
 
 from distill.checkpoint import save_model
-from distill.data.base import HINTS, LOADERS, RawData, load_splits, register_dataset
+from distill.data.base import LOADERS, RawData, load_splits, register_dataset
 from distill.models import build_model, ensemble_spec
 from distill.models.registry import ARCHS, register_arch
 from distill.recipe import CostCfg, EvalCfg, recipe_from_dict, to_dict
@@ -89,9 +89,8 @@ def registered():
     register_arch(ARCH)(Lookup)
     register_dataset(DATASET)(_dataset)
     yield
-    ARCHS.pop(ARCH)
-    LOADERS.pop(DATASET)
-    HINTS.pop(DATASET)
+    ARCHS.unregister(ARCH)
+    LOADERS.unregister(DATASET)  # its hint with it
 
 
 def _write_run(out: Path, role: str, tables: list[np.ndarray], meta, recipe: dict, extra: dict | None = None) -> None:

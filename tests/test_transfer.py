@@ -156,12 +156,14 @@ def test_transfer_images_from_the_test_split_are_refused(teacher_dir, tmp_path):
 
 
 def test_objectives_without_transfer_refuse_it(digits, tmp_path):
-    from distill.loop import FitSetup, fit
+    from distill.loop import FitSetup, RunInfo, fit
     from distill.models import build_model
     from distill.objectives import objective_from_recipe
+    from distill.recipe import to_dict
 
     recipe = recipe_from_dict(_recipe())
-    model = build_model({"kind": "ensemble", "archs": ["tiny_cnn"]}, digits.meta)
+    spec = {"kind": "ensemble", "archs": ["tiny_cnn"]}
+    model = build_model(spec, digits.meta)
     objective, _ = objective_from_recipe({"name": "de"}, "teacher.objective")
     setup = FitSetup(
         out=tmp_path / "t",
@@ -170,7 +172,7 @@ def test_objectives_without_transfer_refuse_it(digits, tmp_path):
         train=recipe.teacher.train,
         run=recipe.run,
         seed=0,
-        info={"role": "teacher"},
+        info=RunInfo("teacher", spec, digits.meta.to_json(), 0, to_dict(recipe)),
         transfer_x=digits.train_x[:8],
     )
     with pytest.raises(UserError, match=r"data\.transfer: the teacher's objective does not learn from transfer"):

@@ -27,7 +27,8 @@ from distill.models import build_model, ensemble_spec
 from distill.recipe import CostCfg, load_recipe
 from distill.report.cost import measure_costs
 from distill.report.markdown import cost_table
-from distill.runs import Run
+from distill.report.schema import Cost
+from distill.runs import RunDir
 
 SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 SHAPES |= {"cifar100": (3, 32, 32), "svhn": (3, 32, 32)}
@@ -57,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         model = build_model(spec, meta).eval()
         info = {"spec": spec, "meta": meta.to_json(), "role": key}
         save_model(args.out / key, model, info)
-        runs.append(Run(key, "student" if key not in ("teacher", "single") else key, args.out / key, model, info, None))
+        role = "student" if key not in ("teacher", "single") else key
+        runs.append(RunDir(key, role, args.out / key, model, info, None))
     cfg = recipe.evaluate.cost
     cfg = CostCfg(
         enabled=True,
@@ -70,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "cost.json").write_text(json.dumps({"recipe": args.recipe, "cost": cost, "notes": notes}, indent=2))
     from distill.report.build import CONVENTIONS
 
-    minimal = {"cost": cost, "conventions": CONVENTIONS, "models": {k: {"kind": specs[k]["kind"]} for k in specs}}
-    md = "\n".join(cost_table(minimal)) + "".join(f"\n- {n}" for n in notes)
+    kinds = {k: specs[k]["kind"] for k in specs}
+    md = "\n".join(cost_table(Cost.from_json(cost), CONVENTIONS["cost"], kinds)) + "".join(f"\n- {n}" for n in notes)
     (args.out / "cost.md").write_text(md + "\n")
     print(md)
     return 0

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from distill import UserError
-from distill.models.ensemble import Ensemble
+from distill.models import ensemble_of
 from distill.predict import predict_logits
 from distill.report.corruption import corrupted, corruption_table, measure
 
@@ -25,7 +25,7 @@ def pick_device(device: str | torch.device | None) -> torch.device:
 @torch.no_grad()
 def member_probs(net: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 512) -> torch.Tensor:
     """Softmax outputs ``(N, K)`` of one network (an ensemble member) on uint8 images ``x`` (eval mode)."""
-    return predict_logits(Ensemble([net]), x, batch_size=batch_size, device=device)[0].softmax(-1)
+    return predict_logits(ensemble_of([net]), x, batch_size=batch_size, device=device)[0].softmax(-1)
 
 
 def corruption_set(

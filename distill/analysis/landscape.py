@@ -33,10 +33,12 @@ This module holds the options and the orchestration; the pieces are :mod:`~disti
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 
 from distill import UserError
 from distill.analysis.common import FigureList, check_options, pick_device, scores
@@ -52,10 +54,9 @@ from distill.analysis.similarity import (  # noqa: F401  (norm_mask, spread: imp
     tsne_paths,
 )
 from distill.analysis.subspace import SAMPLERS, EnsembleGroup, Evaluator, draw_samples, plot_ensembles
-from distill.analysis.trajectory import load_trajectory, members_of
+from distill.analysis.trajectory import Trajectory, load_trajectory, members_of
 from distill.jsonio import to_plain, write_json
 from distill.metrics import accuracy
-from distill.models.ensemble import Ensemble
 from distill.runs import load_run, run_splits
 
 DEFAULTS: dict[str, Any] = {
@@ -107,7 +108,7 @@ def analyze_landscape(teacher_dir: Path, out: Path, **opts: Any) -> dict[str, An
     torch.manual_seed(o["seed"])
     run = load_run(teacher_dir)
     model, info = run.model, run.info
-    if not isinstance(model, Ensemble):
+    if not model.separate_members:
         raise UserError(
             f"{teacher_dir}: a teacher ensemble is needed (members with weights of their own), got {info.get('spec')}"
         )
@@ -123,7 +124,47 @@ def analyze_landscape(teacher_dir: Path, out: Path, **opts: Any) -> dict[str, An
     traj = load_trajectory(teacher_dir)
     ev = Evaluator(splits, device, o)
     figs = FigureList(out, [])
-    result: dict[str, Any] = {
+    result = _header(teacher_dir, info, classes, f0, o, traj)
+
+    # --- the trained members ----------------------------------------------------------------------
+    groups: dict[str, EnsembleGroup] = {"single": EnsembleGroup(), "independent": EnsembleGroup()}
+    member_test, result["members"] = _trained_members(members, f0, ev, groups)
+    ref = member_test[f0]
+    a0 = accuracy(ref, ev.test_y)
+    ref_val = ev.val_acc(members[f0])
+
+    result["similarity"] = similarity_analysis(members, traj, f0, ev, o, figs)
+    if traj is not None and o["tsne"]:
+        result["tsne"] = tsne_analysis(traj, o["seed"], figs)
+
+    # --- subspace samples -------------------------------------------------------------------------
+    plane_points: dict[str, list[dict[str, float]]] = {
+        "independent": [plane_point(member_test[m], ref, ev.test_y) for m in range(m_count) if m != f0]
+    }
+    sampling = _Sampling(members, f0, traj, ev, o, ref, ref_val, torch.Generator().manual_seed(o["seed"]))
+    result["samplers"] = _subspace_samples(sampling, groups, plane_points, result["notes"])
+    result["ensembles"] = {g: grp.metrics(ev.test_y, ev.corr_y, ev.keys) for g, grp in groups.items() if grp.size}
+    plot_ensembles(result["ensembles"], figs)
+
+    # --- the diversity-accuracy plane -------------------------------------------------------------
+    drawn = plot_plane(plane_points, a0, classes, out / "plane.png")
+    result["plane"] = {"a0": a0, "points": plane_points, "curves": drawn}
+    figs.names.append("plane.png")
+
+    # --- interpolation between two members ---------------------------------------------------------
+    result["interpolation"] = interpolation_analysis(members, ev, o, figs, result["notes"])
+    result["figures"] = figs.names
+    result["subsets"] = ev.subsets
+    result = to_plain(result)  # plain data: lists, floats, None for NaN
+    write_json(out / "landscape.json", result)
+    return result
+
+
+def _header(
+    teacher_dir: Path, info: dict[str, Any], classes: int, f0: int, o: dict[str, Any], traj: Trajectory | None
+) -> dict[str, Any]:
+    """The start of ``landscape.json``: what was analysed, with which options."""
+    return {
         "teacher": str(teacher_dir),
         "spec": info.get("spec"),
         "objective": info.get("objective"),
@@ -136,8 +177,12 @@ def analyze_landscape(teacher_dir: Path, out: Path, **opts: Any) -> dict[str, An
         "notes": [],
     }
 
-    # --- the trained members ----------------------------------------------------------------------
-    groups: dict[str, EnsembleGroup] = {"single": EnsembleGroup(), "independent": EnsembleGroup()}
+
+def _trained_members(
+    members: list[nn.Module], f0: int, ev: Evaluator, groups: dict[str, EnsembleGroup]
+) -> tuple[list[Tensor], list[dict[str, Any]]]:
+    """Each member's test predictions and scores; every member joins ``groups["independent"]``, member ``f0``
+    ``groups["single"]``."""
     member_test, member_rows = [], []
     for m, net in enumerate(members):
         test, corr = ev.test(net), ev.corrupted(net)
@@ -146,66 +191,69 @@ def analyze_landscape(teacher_dir: Path, out: Path, **opts: Any) -> dict[str, An
         if m == f0:
             groups["single"].add(test, corr, ev.test_y)
         member_rows.append({"member": m, **scores(test, ev.test_y)})
-    result["members"] = member_rows
-    ref = member_test[f0]
-    a0 = accuracy(ref, ev.test_y)
-    ref_val = ev.val_acc(members[f0])
+    return member_test, member_rows
 
-    result["similarity"] = similarity_analysis(members, traj, f0, ev, o, figs)
-    if traj is not None and o["tsne"]:
-        result["tsne"] = tsne_analysis(traj, o["seed"], figs)
 
-    # --- subspace samples -------------------------------------------------------------------------
-    n_samples = o["samples"] or m_count
-    gen = torch.Generator().manual_seed(o["seed"])
-    plane_points: dict[str, list[dict[str, float]]] = {
-        "independent": [plane_point(member_test[m], ref, ev.test_y) for m in range(m_count) if m != f0]
-    }
+@dataclass
+class _Sampling:
+    """What every subspace sampler draws from: the members, the reference member ``f0`` (its test predictions
+    ``ref`` and validation accuracy ``ref_val``), the trajectory, the options and one generator for all draws."""
+
+    members: list[nn.Module]
+    f0: int
+    traj: Trajectory | None
+    ev: Evaluator
+    o: dict[str, Any]
+    ref: Tensor
+    ref_val: float
+    gen: torch.Generator
+
+
+def _subspace_samples(
+    sp: _Sampling,
+    groups: dict[str, EnsembleGroup],
+    plane_points: dict[str, list[dict[str, float]]],
+    notes: list[str],
+) -> dict[str, Any]:
+    """Every sampler's samples around the members (``samplers`` of ``landscape.json``); adds their ensembles to
+    ``groups`` and ``f0``'s samples to the diversity plane's ``plane_points``."""
     sampled: dict[str, Any] = {}
-    sampled_members = range(m_count) if o["combine_members"] else [f0]
-    for name in o["samplers"]:
-        rows, solo, combined = [], EnsembleGroup(), EnsembleGroup()
-        for m in sampled_members:
-            vecs, extra, why = draw_samples(
-                name, members[m], m, traj, ev, o, n_samples, gen, ref_val if m == f0 else None
-            )
-            if why:
-                result["notes"].append(f"{name} (member {m}): {why}")
-                continue
-            for i, vec in enumerate(vecs):
-                net = ev.network(members[m], vec)
-                test, corr = ev.test(net), ev.corrupted(net)
-                combined.add(test, corr, ev.test_y)
-                row = {"member": m, **scores(test, ev.test_y), **(extra[i] if extra else {})}
-                if m == f0:
-                    solo.add(test, corr, ev.test_y)
-                    row["plane"] = plane_point(test, ref, ev.test_y)
-                rows.append(row)
+    for name in sp.o["samplers"]:
+        rows, solo, combined = _draw(sp, name, notes)
         if not rows:
             continue
         sampled[name] = {"samples": rows}
-        plane_points[name] = [r["plane"] for r in rows if r["member"] == f0]
+        plane_points[name] = [r["plane"] for r in rows if r["member"] == sp.f0]
         if solo.size:  # the ensemble of f0's samples (as many as the teacher has members, unless told otherwise)
             groups[name] = solo
-        if o["combine_members"]:  # every member's samples: independent solutions x subspace
+        if sp.o["combine_members"]:  # every member's samples: independent solutions x subspace
             groups[f"independent+{name}"] = combined
-    result["samplers"] = sampled
-    result["ensembles"] = {g: grp.metrics(ev.test_y, ev.corr_y, ev.keys) for g, grp in groups.items() if grp.size}
-    plot_ensembles(result["ensembles"], figs)
+    return sampled
 
-    # --- the diversity-accuracy plane -------------------------------------------------------------
-    result["plane"] = {"a0": a0, "points": plane_points}
-    drawn = plot_plane(plane_points, a0, classes, out / "plane.png")
-    figs.names.append("plane.png")
-    result["plane"]["curves"] = drawn
 
-    # --- interpolation between two members ---------------------------------------------------------
-    result["interpolation"] = interpolation_analysis(members, ev, o, figs, result["notes"])
-    result["figures"] = figs.names
-    result["subsets"] = ev.subsets
-    result = to_plain(result)  # plain data: lists, floats, None for NaN
-    write_json(out / "landscape.json", result)
-    return result
+def _draw(sp: _Sampling, name: str, notes: list[str]) -> tuple[list[dict[str, Any]], EnsembleGroup, EnsembleGroup]:
+    """Sampler ``name``'s samples of ``f0`` (of every member with ``combine_members``): their score rows, the
+    ensemble of ``f0``'s samples and the ensemble of all of them. A sampler that cannot draw adds a note."""
+    ev, f0 = sp.ev, sp.f0
+    n_samples = sp.o["samples"] or len(sp.members)
+    rows, solo, combined = [], EnsembleGroup(), EnsembleGroup()
+    for m in range(len(sp.members)) if sp.o["combine_members"] else [f0]:
+        vecs, extra, why = draw_samples(
+            name, sp.members[m], m, sp.traj, ev, sp.o, n_samples, sp.gen, sp.ref_val if m == f0 else None
+        )
+        if why:
+            notes.append(f"{name} (member {m}): {why}")
+            continue
+        for i, vec in enumerate(vecs):
+            net = ev.network(sp.members[m], vec)
+            test, corr = ev.test(net), ev.corrupted(net)
+            combined.add(test, corr, ev.test_y)
+            row = {"member": m, **scores(test, ev.test_y), **(extra[i] if extra else {})}
+            if m == f0:
+                solo.add(test, corr, ev.test_y)
+                row["plane"] = plane_point(test, sp.ref, ev.test_y)
+            rows.append(row)
+    return rows, solo, combined
 
 
 __all__ = [

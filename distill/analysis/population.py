@@ -25,12 +25,15 @@ import json
 import shlex
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from distill import UserError
+from distill.pipeline import say
+from distill.recipe import Recipe
 
 SECTION = "x-population"
 
@@ -41,6 +44,7 @@ class PopulationRun:
     seed: int
     overrides: list[str] = field(default_factory=list)  # --set KEY=VALUE strings, the seed last
     out: Path = Path()
+    recipe: Recipe | None = None  # the base with the overrides applied, checked (distill.resolve.load_checked)
 
     def command(self, recipe: Path) -> str:
         args = ["python", "-m", "distill", "teacher", "--recipe", str(recipe), "--out", str(self.out)]
@@ -81,9 +85,9 @@ def read_population(recipe: str | Path) -> dict[str, Any]:
 def population_runs(
     recipe: str | Path, out: str | Path, seeds: list[int] | None = None, only: list[str] | None = None
 ) -> list[PopulationRun]:
-    """Every (variant, seed) of the population, each with its ``--set`` overrides and run directory; each is
-    checked by loading its recipe, so a wrong key fails before anything trains."""
-    from distill.recipe import load_recipe
+    """Every (variant, seed) of the population, each with its ``--set`` overrides, run directory and recipe; each
+    recipe is loaded and checked as every command checks one, so a wrong key or name fails before anything trains."""
+    from distill.resolve import load_checked
 
     pop = read_population(recipe)
     variants = pop["variants"]
@@ -96,32 +100,30 @@ def population_runs(
     for seed in seeds if seeds is not None else pop["seeds"]:
         for name, sets in variants.items():
             overrides = [f"{k}={json.dumps(v)}" for k, v in sets.items()] + [f"seed={seed}"]
-            load_recipe(recipe, overrides)  # validates every key and value now
-            runs.append(PopulationRun(name, seed, overrides, Path(out) / name / f"seed{seed}"))
+            checked = load_checked(str(recipe), overrides)
+            runs.append(PopulationRun(name, seed, overrides, Path(out) / name / f"seed{seed}", checked))
     return runs
-
-
-def _finished(run_dir: Path) -> bool:
-    summary = run_dir / "summary.json"
-    return summary.is_file() and "test" in json.loads(summary.read_text())
 
 
 def train_population(
     recipe: str | Path, out: str | Path, seeds: list[int] | None = None, only: list[str] | None = None
 ) -> list[Path]:
-    """Train every run of the population (reusing finished ones); returns the run directories."""
-    from distill.recipe import load_recipe
+    """Train every run of the population (reusing finished ones trained from the same recipe, resuming interrupted
+    ones); returns the run directories. A run trained from another recipe is refused, every run checked before any
+    trains, as ``distill run`` refuses a stale stage."""
+    from distill.reuse import Stage, check_stage
+    from distill.stages import run_stage
     from distill.train import train_ensemble
 
-    dirs = []
-    for run in population_runs(recipe, out, seeds, only):
-        if _finished(run.out):
-            print(f"[reuse] {run.out}")
-        else:
-            print(f"== {run.name} seed {run.seed} -> {run.out}")
-            train_ensemble(load_recipe(recipe, run.overrides), run.out, resume=(run.out / "state.safetensors").exists())
-        dirs.append(run.out)
-    return dirs
+    runs = population_runs(recipe, out, seeds, only)
+    remedy = "use a new --out, or move the old run aside to train it again"
+    stages = [Stage(f"{r.name}/seed{r.seed}", r.out, "teacher") for r in runs]
+    for run, stage in zip(runs, stages):
+        check_stage(run.recipe, stage, Path(out), remedy)
+    for run, stage in zip(runs, stages):
+        say(f"== {run.name} seed {run.seed} -> {run.out}")
+        run_stage(run.recipe, stage, partial(train_ensemble, run.recipe, run.out), Path(out), remedy=remedy)
+    return [r.out for r in runs]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,13 +83,7 @@ def run_bench(
     run (default: leave torch's setting). ``data_root``: the epoch's dataset (default ../shared/data/...;
     synthetic data of the same shape when absent, said in the output). ``sections``: a subset to run.
     """
-    if device not in ("cpu", "cuda"):
-        raise UserError(f"--device {device}: expected cpu or cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is visible to torch")
-    unknown = set(sections) - set(SECTIONS)
-    if unknown:
-        raise UserError(f"bench sections {sorted(unknown)}: expected some of {', '.join(SECTIONS)}")
+    _check_args(device, sections)
     out = Path(out)
     cfg = bench_config(device, model, quick)
     dev = torch.device(device)
@@ -110,18 +104,7 @@ def run_bench(
         }
     }
     try:
-        if "teacher" in sections or "flops" in sections:
-            result["teacher"] = teacher_steps(cfg, dev)
-        if "sdde_breakdown" in sections:
-            result["sdde_breakdown"] = sdde_breakdown(cfg, dev)
-        if "student" in sections:
-            result["student"] = student_steps(cfg, dev)
-        if "inference" in sections:
-            result["inference"] = inference(cfg, dev)
-        if "epoch" in sections:
-            result["epoch"] = epoch(cfg, dev, data_root)
-        if "flops" in sections:
-            result["flops"] = flops(cfg, dev, result["teacher"])
+        _measure(result, cfg, dev, data_root, sections)
     finally:
         torch.set_num_threads(old_threads)
     result["config"]["bench_wall_s"] = time.perf_counter() - started
@@ -129,6 +112,35 @@ def run_bench(
     atomic_write_text(out / "bench.json", json.dumps(result, indent=2, default=str))
     atomic_write_text(out / "bench.md", markdown(result))
     return result
+
+
+def _check_args(device: str, sections: tuple[str, ...]) -> None:
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"--device {device}: expected cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible to torch")
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise UserError(f"bench sections {sorted(unknown)}: expected some of {', '.join(SECTIONS)}")
+
+
+def _measure(
+    result: dict, cfg: BenchConfig, dev: torch.device, data_root: Path | None, sections: tuple[str, ...]
+) -> None:
+    """The chosen sections' numbers into ``result``, in :data:`SECTIONS` order (flops divides by the teacher's
+    step, so it measures the teacher section too)."""
+    if "teacher" in sections or "flops" in sections:
+        result["teacher"] = teacher_steps(cfg, dev)
+    if "sdde_breakdown" in sections:
+        result["sdde_breakdown"] = sdde_breakdown(cfg, dev)
+    if "student" in sections:
+        result["student"] = student_steps(cfg, dev)
+    if "inference" in sections:
+        result["inference"] = inference(cfg, dev)
+    if "epoch" in sections:
+        result["epoch"] = epoch(cfg, dev, data_root)
+    if "flops" in sections:
+        result["flops"] = flops(cfg, dev, result["teacher"])
 
 
 __all__ = ["SECTIONS", "env_prefix", "run_bench"]

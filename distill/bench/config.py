@@ -10,7 +10,7 @@ import torch
 
 from distill import UserError, unknown
 from distill.data.base import DatasetMeta, Splits
-from distill.models import ARCHS, Ensemble, build_model, ensemble_spec
+from distill.models import ARCHS, DistillModel, build_model, ensemble_spec
 
 # Architectures for 32x32 colour images; every other one is benchmarked on grey digits-/MNIST-sized images.
 COLOUR_ARCHS = ("resnet18", "resnet20", "resnet32", "wrn16_2", "wrn28_10")
@@ -73,22 +73,22 @@ def step_meta(cfg: BenchConfig) -> DatasetMeta:
     return DatasetMeta("bench", cfg.num_classes, c, (s, s), (0.5,) * c, (0.25,) * c)
 
 
-def make_teacher(cfg: BenchConfig, mode: str = "auto") -> Ensemble:
+def make_teacher(cfg: BenchConfig, mode: str = "auto") -> DistillModel:
     torch.manual_seed(0)
     model = build_model(ensemble_spec(cfg.arch, cfg.members), step_meta(cfg))
-    model.mode = mode
+    model.set_member_mode(mode)
     return model.to(cfg.device)
 
 
-def make_student(cfg: BenchConfig) -> Ensemble:
+def make_student(cfg: BenchConfig) -> DistillModel:
     torch.manual_seed(1)
     return build_model(ensemble_spec(cfg.arch, 1), step_meta(cfg)).to(cfg.device)
 
 
-def clone(model: torch.nn.Module, mode: str | None = None) -> torch.nn.Module:
+def clone(model: DistillModel, mode: str | None = None) -> DistillModel:
     out = copy.deepcopy(model)
     if mode is not None:
-        out.mode = mode
+        out.set_member_mode(mode)
     return out
 
 

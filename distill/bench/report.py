@@ -52,6 +52,71 @@ def _teacher(t: dict, device: str) -> list[str]:
     return lines
 
 
+def _breakdown(b: dict) -> list[str]:
+    lines = ["", f"## Where the SDDE step goes ({b['mode']} mode, synchronised phases)", ""]
+    rows = [[k, _f(v), f"{100 * b['sdde_phase_fractions'][k]:.0f} %"] for k, v in b["sdde_phases_ms"].items()]
+    lines += _table(["phase", "median ms", "share"], rows)
+    lines += [""]
+    rows = [[k, _f(v), f"{100 * b['parts_fractions'][k]:.0f} %"] for k, v in b["parts_ms"].items()]
+    return lines + _table(["part (backward split by DE's backward)", "ms", "share"], rows)
+
+
+def _student(s: dict) -> list[str]:
+    lines = ["", f"## Student KD step by perturbation (teacher {s['teacher_mode']} mode)", ""]
+    rows = [[k, _f(v["median_ms"]), f"{s['over_plain_kd'][k]:.2f}x"] for k, v in s["steps"].items()]
+    return lines + _table(["perturbation", "median ms", "/ plain KD"], rows)
+
+
+def _inference(inf: dict) -> list[str]:
+    lines = ["", "## Inference (eval mode, no grad)", ""]
+    rows = [
+        [k.split("/")[0], k.split("/")[1][1:], _f(v["median_ms"], 2), _f(v["images_per_s"], 0),
+         _f(v["peak_memory_mb"])]
+        for k, v in inf["cases"].items()
+    ]  # fmt: skip
+    lines += _table(["model", "batch", "median ms", "images/s", "peak memory MB"], rows)
+    lines += ["", "Weights: " + ", ".join(f"{k} {v:.2f} MB" for k, v in inf["weights_mb"].items()) + "."]
+    if "peak_memory_note" in inf:
+        lines += [f"Peak memory {inf['peak_memory_note']}."]
+    return lines
+
+
+def _epoch(e: dict) -> list[str]:
+    lines = ["", "## A whole epoch through the training loop", ""]
+    return lines + _table(
+        ["data", "model", "objective", "steps", "epoch s", "member-images/s"],
+        [[e["data"], f"{e['members']} x {e['arch']} ({e['mode']})", e["objective"], str(e["steps"]),
+          _f(e["epoch_s"]), _f(e["member_images_per_s"], 0)]],
+    )  # fmt: skip
+
+
+def _flops(fl: dict) -> list[str]:
+    rates = fl["matmul_gflop_per_s"]
+    lines = ["", "## Achieved FLOP/s (FlopCounterMode) vs the measured matmul rate", ""]
+    lines += [
+        "Matmul "
+        + ", ".join(f"{k} {v:,.0f} GFLOP/s" for k, v in rates.items())
+        + f" ({fl['matmul_n']}x{fl['matmul_n']})."
+        + (f" TF32: {fl['tf32']}." if "tf32" in fl else ""),
+        "",
+    ]
+    rows = []
+    for name in ("de", "sdde"):
+        d = fl[name]
+        if "error" in d:
+            rows.append([name, d["error"], "", ""])
+            continue
+        shares = ", ".join(f"{100 * v:.1f} % of {k}" for k, v in d["share_of_matmul"].items())
+        rows.append([name, _f(d["gflop_per_step"], 2), _f(d["achieved_gflop_per_s"]), shares])
+    lines += _table(["step", "GFLOP", "achieved GFLOP/s", "share of matmul rate"], rows)
+    if "sdde_over_de_flops" in fl:
+        lines += [
+            "",
+            f"SDDE / DE FLOPs per step: {fl['sdde_over_de_flops']:.3f}x (counted in {fl['counted_in']} mode).",
+        ]
+    return lines
+
+
 def markdown(r: dict) -> str:
     c = r["config"]
     lines = [
@@ -65,66 +130,17 @@ def markdown(r: dict) -> str:
         + (" (quick smoke-test sizes)." if c["quick"] else "."),
         "",
     ]
-    t = r.get("teacher")
-    if t is not None:
-        lines += _teacher(t, c["device"])
-    b = r.get("sdde_breakdown")
-    if b is not None:
-        lines += ["", f"## Where the SDDE step goes ({b['mode']} mode, synchronised phases)", ""]
-        rows = [[k, _f(v), f"{100 * b['sdde_phase_fractions'][k]:.0f} %"] for k, v in b["sdde_phases_ms"].items()]
-        lines += _table(["phase", "median ms", "share"], rows)
-        lines += [""]
-        rows = [[k, _f(v), f"{100 * b['parts_fractions'][k]:.0f} %"] for k, v in b["parts_ms"].items()]
-        lines += _table(["part (backward split by DE's backward)", "ms", "share"], rows)
-    s = r.get("student")
-    if s is not None:
-        lines += ["", f"## Student KD step by perturbation (teacher {s['teacher_mode']} mode)", ""]
-        rows = [[k, _f(v["median_ms"]), f"{s['over_plain_kd'][k]:.2f}x"] for k, v in s["steps"].items()]
-        lines += _table(["perturbation", "median ms", "/ plain KD"], rows)
-    inf = r.get("inference")
-    if inf is not None:
-        lines += ["", "## Inference (eval mode, no grad)", ""]
-        rows = [
-            [k.split("/")[0], k.split("/")[1][1:], _f(v["median_ms"], 2), _f(v["images_per_s"], 0),
-             _f(v["peak_memory_mb"])]
-            for k, v in inf["cases"].items()
-        ]  # fmt: skip
-        lines += _table(["model", "batch", "median ms", "images/s", "peak memory MB"], rows)
-        lines += ["", "Weights: " + ", ".join(f"{k} {v:.2f} MB" for k, v in inf["weights_mb"].items()) + "."]
-        if "peak_memory_note" in inf:
-            lines += [f"Peak memory {inf['peak_memory_note']}."]
-    e = r.get("epoch")
-    if e is not None:
-        lines += ["", "## A whole epoch through the training loop", ""]
-        lines += _table(
-            ["data", "model", "objective", "steps", "epoch s", "member-images/s"],
-            [[e["data"], f"{e['members']} x {e['arch']} ({e['mode']})", e["objective"], str(e["steps"]),
-              _f(e["epoch_s"]), _f(e["member_images_per_s"], 0)]],
-        )  # fmt: skip
-    fl = r.get("flops")
-    if fl is not None:
-        rates = fl["matmul_gflop_per_s"]
-        lines += ["", "## Achieved FLOP/s (FlopCounterMode) vs the measured matmul rate", ""]
-        lines += [
-            "Matmul "
-            + ", ".join(f"{k} {v:,.0f} GFLOP/s" for k, v in rates.items())
-            + f" ({fl['matmul_n']}x{fl['matmul_n']})."
-            + (f" TF32: {fl['tf32']}." if "tf32" in fl else ""),
-            "",
-        ]
-        rows = []
-        for name in ("de", "sdde"):
-            d = fl[name]
-            if "error" in d:
-                rows.append([name, d["error"], "", ""])
-                continue
-            shares = ", ".join(f"{100 * v:.1f} % of {k}" for k, v in d["share_of_matmul"].items())
-            rows.append([name, _f(d["gflop_per_step"], 2), _f(d["achieved_gflop_per_s"]), shares])
-        lines += _table(["step", "GFLOP", "achieved GFLOP/s", "share of matmul rate"], rows)
-        if "sdde_over_de_flops" in fl:
-            lines += [
-                "",
-                f"SDDE / DE FLOPs per step: {fl['sdde_over_de_flops']:.3f}x (counted in {fl['counted_in']} mode).",
-            ]
+    if r.get("teacher") is not None:
+        lines += _teacher(r["teacher"], c["device"])
+    # the other sections in the order they are measured; a section not run is left out
+    for key, section in (
+        ("sdde_breakdown", _breakdown),
+        ("student", _student),
+        ("inference", _inference),
+        ("epoch", _epoch),
+        ("flops", _flops),
+    ):
+        if r.get(key) is not None:
+            lines += section(r[key])
     lines += [""]
     return "\n".join(lines)

@@ -1,6 +1,5 @@
 """Data: loaders by name -> fixed splits of uint8 tensors -> device-side augmented batches."""
 
-from distill.data import benchmarks, images, small  # noqa: F401  (register the datasets by name)
 from distill.data.base import (
     LOADERS,
     DatasetMeta,
@@ -13,6 +12,9 @@ from distill.data.base import (
     register_dataset,
 )
 from distill.data.batches import Batch, DeviceLoader, eval_batches, make_augment
+from distill.registry import discover
+
+discover(__name__, __path__)  # each loader's file registers its datasets by name
 
 __all__ = [
     "LOADERS",

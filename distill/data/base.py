@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 
-from distill import UserError, unknown
+from distill import UserError
 from distill.recipe import DataCfg
+from distill.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -85,23 +86,18 @@ class Splits:
 
 
 Loader = Callable[[Path | None], RawData]
-LOADERS: dict[str, Loader] = {}
-# How to get each dataset, said in the error when its files are missing.
-HINTS: dict[str, str] = {}
+# each entry's hint: how to get the dataset, said in the error when its files are missing
+LOADERS: Registry[Loader] = Registry("dataset")
 
 
 def register_dataset(name: str, hint: str = "") -> Callable[[Loader], Loader]:
-    def deco(fn: Loader) -> Loader:
-        LOADERS[name] = fn
-        HINTS[name] = hint
-        return fn
-
-    return deco
+    return LOADERS.register(name, hint=hint)
 
 
 def missing(name: str, root: Path | None, what: str) -> UserError:
     """The error for data that is not where the user said: names the path and how to provide it."""
-    hint = HINTS.get(name, "")
+    entry = LOADERS.get_entry(name)
+    hint = "" if entry is None else entry.hint
     where = f"at {root}" if root is not None else "(no data.root given)"
     return UserError(f"dataset '{name}': {what} not found {where}. {hint}".strip())
 
@@ -170,11 +166,10 @@ def raw_data(
 ) -> RawData:
     """What loader ``name`` reads from ``root``; with ``image_size``, every image fitted to it (:func:`fit_images`),
     per image by the decoding loaders (so mixed sizes load), here for the others."""
-    if name not in LOADERS:
-        raise unknown("data.name", "dataset", name, LOADERS)
+    loader = LOADERS.lookup(name, "data.name")
     options = DecodeOptions(image_size, Path(cache_dir).expanduser() if cache_dir else None)
     with decode_options(options):
-        raw = LOADERS[name](Path(root).expanduser() if root else None)
+        raw = loader(Path(root).expanduser() if root else None)
     if image_size is not None:
         raw.x = fit_images(raw.x, image_size)
         raw.test_x = fit_images(raw.test_x, image_size) if raw.test_x is not None else None
@@ -277,39 +272,16 @@ def load_dataset(
         test_x, test_y = raw.test_x, raw.test_y
     keep, val = _split(len(y), val_fraction, split_seed + 1)
     val_x, val_y, x, y = x[val], y[val], x[keep], y[keep]
-    subset = None
-    if limit_train is not None and limit_train < len(y):
-        # Seeded by split_seed (not the model seed), so every model of a recipe trains on the same subset.
-        idx = stratified_subset(y, limit_train, split_seed + 2)
-        x, y = x[idx], y[idx]
-        subset = {
-            "limit_train": int(limit_train),
-            "seed": split_seed + 2,
-            "per_class": torch.bincount(y).tolist(),
-            "indices_sha256": hashlib.sha256(idx.numpy().astype("<i8").tobytes()).hexdigest()[:16],
-        }
+    x, y, subset = _train_subset(x, y, limit_train, split_seed)
     num_classes = int(max(y.max(), test_y.max())) + 1
     names = raw.class_names or tuple(str(c) for c in range(num_classes))
     heldout_x = None
     if holdout_classes:
-        bad = [c for c in holdout_classes if not 0 <= c < num_classes]
-        if bad:
-            raise UserError(f"data.holdout_classes: {bad} not in 0..{num_classes - 1}")
-        held = torch.tensor(sorted(set(holdout_classes)))
-        kept = torch.tensor([c for c in range(num_classes) if c not in set(holdout_classes)])
-        remap = torch.full((num_classes,), -1, dtype=torch.long)
-        remap[kept] = torch.arange(len(kept))
-        heldout_x = test_x[torch.isin(test_y, held)]
-
-        def only_kept(xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            m = torch.isin(ys, kept)
-            return xs[m], remap[ys[m]]
-
-        x, y = only_kept(x, y)
-        val_x, val_y = only_kept(val_x, val_y)
-        test_x, test_y = only_kept(test_x, test_y)
-        names = tuple(names[int(c)] for c in kept)
-        num_classes = len(kept)
+        parts = ((x, y), (val_x, val_y), (test_x, test_y))
+        heldout_x, ((x, y), (val_x, val_y), (test_x, test_y)), names = _hold_out(
+            holdout_classes, num_classes, names, parts
+        )
+        num_classes = len(names)
     check_classes({"training": y, "validation": val_y, "test": test_y}, num_classes, name)
     if subset is not None and holdout_classes:
         subset["per_class"] = torch.bincount(y, minlength=num_classes).tolist()
@@ -325,6 +297,49 @@ def load_dataset(
         subset=subset,
     )
     return Splits(meta, x, y, val_x, val_y, test_x, test_y, heldout_x)
+
+
+def _train_subset(
+    x: torch.Tensor, y: torch.Tensor, limit_train: int | None, split_seed: int
+) -> tuple[torch.Tensor, torch.Tensor, dict | None]:
+    """``limit_train``'s class-stratified subset of the training split, and its record for ``meta.subset``."""
+    if limit_train is None or limit_train >= len(y):
+        return x, y, None
+    # Seeded by split_seed (not the model seed), so every model of a recipe trains on the same subset.
+    idx = stratified_subset(y, limit_train, split_seed + 2)
+    x, y = x[idx], y[idx]
+    subset = {
+        "limit_train": int(limit_train),
+        "seed": split_seed + 2,
+        "per_class": torch.bincount(y).tolist(),
+        "indices_sha256": hashlib.sha256(idx.numpy().astype("<i8").tobytes()).hexdigest()[:16],
+    }
+    return x, y, subset
+
+
+def _hold_out(
+    holdout_classes: list[int] | tuple[int, ...],
+    num_classes: int,
+    names: tuple[str, ...],
+    parts: tuple[tuple[torch.Tensor, torch.Tensor], ...],
+) -> tuple[torch.Tensor, tuple[tuple[torch.Tensor, torch.Tensor], ...], tuple[str, ...]]:
+    """``holdout_classes`` removed from every ``(x, y)`` of ``parts`` (train, val, test), the rest renumbered
+    0..K-1: the held-out test images (the last part's), the kept parts and the kept class names."""
+    bad = [c for c in holdout_classes if not 0 <= c < num_classes]
+    if bad:
+        raise UserError(f"data.holdout_classes: {bad} not in 0..{num_classes - 1}")
+    held = torch.tensor(sorted(set(holdout_classes)))
+    kept = torch.tensor([c for c in range(num_classes) if c not in set(holdout_classes)])
+    remap = torch.full((num_classes,), -1, dtype=torch.long)
+    remap[kept] = torch.arange(len(kept))
+    test_x, test_y = parts[-1]
+    heldout_x = test_x[torch.isin(test_y, held)]
+
+    def only_kept(xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m = torch.isin(ys, kept)
+        return xs[m], remap[ys[m]]
+
+    return heldout_x, tuple(only_kept(xs, ys) for xs, ys in parts), tuple(names[int(c)] for c in kept)
 
 
 def load_splits(data: DataCfg) -> Splits:

@@ -75,6 +75,25 @@ def _read(f: BinaryIO, n: int, offset: int) -> bytes:
     return data
 
 
+def _check_sum(header: bytes, offset: int) -> None:
+    """The header's checksum, as unsigned bytes (POSIX) or as signed ones (some old tars)."""
+    stored = _number(header[148:156], offset)
+    if (
+        stored != sum(header) - sum(header[148:156]) + 256
+        and stored != sum(struct.unpack_from("148b8x356b", header)) + 256
+    ):
+        raise TarFormatError(f"bad tar header checksum at byte {offset} (not a tar archive, or damaged)")
+
+
+def _skip(f: BinaryIO, padded: int, offset: int) -> None:
+    """Read and drop ``padded`` bytes: a compressed stream cannot seek any faster."""
+    while padded:
+        n = min(padded, 1 << 20)
+        _read(f, n, offset)
+        padded -= n
+        offset += n
+
+
 def iter_tar(f: BinaryIO, want: Callable[[str], bool]) -> Iterator[tuple[str, bytes]]:
     """``(member name, bytes)`` of each regular file whose name ``want`` accepts, in archive order."""
     offset, long_name, pax = 0, None, {}
@@ -84,12 +103,7 @@ def iter_tar(f: BinaryIO, want: Callable[[str], bool]) -> Iterator[tuple[str, by
             if header.strip(b"\0"):
                 raise TarFormatError(f"the tar archive ends inside a header (at byte {offset})")
             return
-        stored = _number(header[148:156], offset)
-        if (
-            stored != sum(header) - sum(header[148:156]) + 256
-            and stored != sum(struct.unpack_from("148b8x356b", header)) + 256
-        ):
-            raise TarFormatError(f"bad tar header checksum at byte {offset} (not a tar archive, or damaged)")
+        _check_sum(header, offset)
         kind, size = header[156:157], _number(header[124:136], offset)
         size = int(pax.get("size", size)) if kind not in (b"x", b"g", b"L", b"K") else size
         padded = -(-size // BLOCK) * BLOCK
@@ -112,11 +126,6 @@ def iter_tar(f: BinaryIO, want: Callable[[str], bool]) -> Iterator[tuple[str, by
         long_name, pax = None, {}
         if kind in _REGULAR and not name.endswith("/") and want(name):  # "name/": a pre-POSIX directory
             yield name, _read(f, padded, offset)[:size]
-        else:  # skipped: read and drop (a compressed stream cannot seek any faster)
-            while padded:
-                n = min(padded, 1 << 20)
-                _read(f, n, offset)
-                padded -= n
-                offset += n
-            continue
+        else:
+            _skip(f, padded, offset)
         offset += padded

@@ -16,6 +16,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 from torch import Tensor
 
 from distill.metrics.classification import entropy
+from distill.registry import Registry
 
 
 def _members(logits: Tensor) -> Tensor:
@@ -54,16 +55,15 @@ def min_member_max_logit(logits: Tensor) -> Tensor:
     return _members(logits).max(dim=-1).values.min(dim=0).values
 
 
-OOD_SCORES: dict[str, Callable[[Tensor], Tensor]] = {
-    "msp": msp,
-    "max_logit": max_logit,
-    "mal": max_logit,  # alias: mean-logit max is the max of the mean logit
-    "neg_entropy": neg_entropy,
-    "neg_mutual_information": neg_mutual_information,
-    "neg_mi": neg_mutual_information,  # alias
-    "min_member_max_logit": min_member_max_logit,
-}
+OOD_SCORES: Registry[Callable[[Tensor], Tensor]] = Registry("OOD score")
 """Scores by name; aliases map to the same function."""
+OOD_SCORES.register("msp", msp)
+OOD_SCORES.register("max_logit", max_logit)
+OOD_SCORES.register("mal", max_logit)  # alias: mean-logit max is the max of the mean logit
+OOD_SCORES.register("neg_entropy", neg_entropy)
+OOD_SCORES.register("neg_mutual_information", neg_mutual_information)
+OOD_SCORES.register("neg_mi", neg_mutual_information)  # alias
+OOD_SCORES.register("min_member_max_logit", min_member_max_logit)
 ENSEMBLE_ONLY = frozenset({"neg_mutual_information", "neg_mi"})
 """Scores that need several members (a single network's is None, not a constant)."""
 

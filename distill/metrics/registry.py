@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from distill.registry import Registry
+
 
 @dataclass(frozen=True)
 class MetricInfo:
@@ -17,35 +19,33 @@ class MetricInfo:
     higher_is_better: bool = False
 
 
-REPORT_METRICS: dict[str, MetricInfo] = {
-    m.name: m
-    for m in (
-        MetricInfo("acc", "acc", higher_is_better=True),
-        MetricInfo("nll", "NLL"),
-        MetricInfo("cnll", "cNLL"),  # after temperature scaling fitted on validation
-        MetricInfo("brier", "Brier"),
-        MetricInfo("cbrier", "cBrier"),
-        MetricInfo("ece", "ECE"),
-        MetricInfo("cece", "cECE"),
-        MetricInfo("dee", "DEE", higher_is_better=True),  # deep ensemble equivalent (members' CLL curve)
-        MetricInfo("agreement", "agree", higher_is_better=True),  # top-1 agreement with the teacher
-        MetricInfo("kl_teacher", "KL(teacher)"),
-        MetricInfo("aurc", "AURC"),  # selective classification (metrics/selective.py)
-        MetricInfo("acc_cov90", "acc@90%", higher_is_better=True),
-        MetricInfo("acc_cov95", "acc@95%", higher_is_better=True),
-    )
-}
+REPORT_METRICS: Registry[MetricInfo] = Registry("metric")
+for _m in (
+    MetricInfo("acc", "acc", higher_is_better=True),
+    MetricInfo("nll", "NLL"),
+    MetricInfo("cnll", "cNLL"),  # after temperature scaling fitted on validation
+    MetricInfo("brier", "Brier"),
+    MetricInfo("cbrier", "cBrier"),
+    MetricInfo("ece", "ECE"),
+    MetricInfo("cece", "cECE"),
+    MetricInfo("dee", "DEE", higher_is_better=True),  # deep ensemble equivalent (members' CLL curve)
+    MetricInfo("agreement", "agree", higher_is_better=True),  # top-1 agreement with the teacher
+    MetricInfo("kl_teacher", "KL(teacher)"),
+    MetricInfo("aurc", "AURC"),  # selective classification (metrics/selective.py)
+    MetricInfo("acc_cov90", "acc@90%", higher_is_better=True),
+    MetricInfo("acc_cov95", "acc@95%", higher_is_better=True),
+):
+    REPORT_METRICS.register(_m.name, _m)
 
 # OOD detection metrics, per score and set (``ood_auroc/msp``).
-OOD_METRICS: dict[str, MetricInfo] = {
-    m.name: m
-    for m in (
-        MetricInfo("auroc", "AUROC", higher_is_better=True),
-        MetricInfo("aupr_in", "AUPR-in", higher_is_better=True),
-        MetricInfo("aupr_out", "AUPR-out", higher_is_better=True),
-        MetricInfo("fpr95", "FPR95"),
-    )
-}
+OOD_METRICS: Registry[MetricInfo] = Registry("OOD metric")
+for _m in (
+    MetricInfo("auroc", "AUROC", higher_is_better=True),
+    MetricInfo("aupr_in", "AUPR-in", higher_is_better=True),
+    MetricInfo("aupr_out", "AUPR-out", higher_is_better=True),
+    MetricInfo("fpr95", "FPR95"),
+):
+    OOD_METRICS.register(_m.name, _m)
 
 
 def higher_is_better(key: str) -> bool:

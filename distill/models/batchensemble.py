@@ -36,6 +36,7 @@ from torch import nn
 
 from distill.data.base import DatasetMeta
 from distill.models import register_kind
+from distill.models.contract import DistillModel
 from distill.models.registry import build_arch
 
 FAST_STD = 0.5  # r_m, s_m ~ N(1, FAST_STD^2), as in the official configs (ALPHA/GAMMA_INITIALIZER: normal [1, 0.5])
@@ -122,12 +123,14 @@ def convert(module: nn.Module, members: int) -> nn.Module:
     return module
 
 
-class BatchEnsemble(nn.Module):
+class BatchEnsemble(DistillModel):
     """M members in one network. ``forward(x)``: ``x (B, C, H, W)`` (tiled M times) or ``(M, B, C, H, W)`` (one
     batch per member) -> ``(logits (M, B, K), cam_features: list of M (B, ...))``, like :class:`Ensemble`.
 
     ``net`` (usually a ``Normalized``-wrapped architecture) is converted in place.
     """
+
+    tiles_input = True
 
     def __init__(self, net: nn.Module, members: int) -> None:
         super().__init__()
@@ -152,6 +155,14 @@ class BatchEnsemble(nn.Module):
             tiled = x.repeat(m, *([1] * (x.dim() - 1)))
         logits, cam = self.net(tiled)
         return logits.reshape(m, b, *logits.shape[1:]), list(cam.reshape(m, b, *cam.shape[1:]).unbind(0))
+
+    def last_linears(self) -> list[nn.Module]:
+        """The last :class:`BELinear` (its wrapped ``nn.Linear`` is never called): one head for all members, whose
+        input rows are member-major, ``(M * B, D)``."""
+        wrapped = [m for m in self.net.modules() if isinstance(m, BELinear)]
+        if not wrapped:
+            raise ValueError(f"{type(self.net).__name__} has no linear layer to take features from")
+        return [wrapped[-1]]
 
     def be_layers(self) -> Iterator[_BELayer]:
         return (mod for mod in self.modules() if isinstance(mod, _BELayer))

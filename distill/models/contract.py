@@ -1,4 +1,5 @@
-"""The model contract: what a member network provides, and the one adapter that makes any ``nn.Module`` provide it.
+"""The model contracts: what a built model kind provides (:class:`DistillModel`), what a member network provides, and
+the one adapter that makes any ``nn.Module`` a member.
 
 A member network maps a float batch ``x: (B, C, H, W)`` to either
 
@@ -15,7 +16,7 @@ the middle of training. Nothing here checks a concrete class: the probe looks at
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import nn
@@ -32,6 +33,82 @@ class MemberNet(Protocol):
     pixels."""
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
+
+
+CompileWhen = Literal["always", "train", "never"]
+
+
+def last_linear(module: nn.Module) -> nn.Module:
+    """The last ``nn.Linear`` of ``module`` (definition order); ValueError naming the module where it has none."""
+    plain = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    if not plain:
+        raise ValueError(f"{type(module).__name__} has no linear layer to take features from")
+    return plain[-1]
+
+
+class DistillModel(nn.Module):
+    """What every built model kind is (teachers, single networks, students): the one interface through which
+    training, prediction, the report and the analyses treat every kind alike, so a new kind is one file.
+
+    ``forward(x)``: ``x (B, C, H, W)``, [0, 1] pixels (the kind standardises inside), or ``(M, B, C, H, W)``, one
+    batch per member -> ``(logits (M, B, K), features)``: every member's logits, and the Grad-CAM feature maps,
+    indexable by member (``features[m]``: ``(B, D, h, w)``). ``size``: M, the members.
+
+    The members below describe how the kind runs; the defaults fit a model that is one network of its own, and a
+    kind overrides what differs. None of them adds a parameter or buffer, so ``state_dict`` keys are the kind's own.
+    """
+
+    tiles_input: bool = False
+    """Whether the members run as M copies of the batch in one network (a BatchEnsemble): a batch of B images is
+    M * B rows through it, so inference feeds it M times fewer images at a time."""
+
+    separable_cams: bool = False
+    """Whether each member's feature map is its own differentiable tensor, so Grad-CAM of member m's logits is
+    taken with respect to ``features[m]`` alone (not a slice of one tensor computed before the members split)."""
+
+    separate_members: bool = False
+    """Whether the members share no parameter: :meth:`member_modules` are networks of their own holding every
+    parameter, so they can be studied one at a time (loss landscapes) and spread over processes
+    (``run.parallel: members``, :meth:`member_share`)."""
+
+    @property
+    def size(self) -> int:
+        """M, the number of members (``logits.shape[0]``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not say its size")
+
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups at base learning rate ``lr`` and ``weight_decay``. Default: one group of
+        every parameter at the optimizer's own settings (which are ``lr`` and ``weight_decay``)."""
+        return [{"params": list(self.parameters())}]
+
+    def member_modules(self) -> list[nn.Module]:
+        """The member networks, one module each, for per-member weight analyses and features. Default: the model
+        itself, one network."""
+        return [self]
+
+    def last_linears(self) -> list[nn.Module]:
+        """The layer whose input is each member's penultimate feature vector (for CKA), one per member, or one for
+        all when the kind :attr:`tiles_input` (its input rows are then member-major, ``(M * B, D)``). Default: the
+        last ``nn.Linear`` of each of :meth:`member_modules`."""
+        return [last_linear(m) for m in self.member_modules()]
+
+    def set_member_mode(self, mode: str) -> None:
+        """Run the members as ``run.member_mode`` says (``loop``, ``vmap``, ``auto``); ValueError saying why a
+        mode cannot run. Default: the kind has one way to run, and ignores it."""
+
+    def member_mode_used(self, device: torch.device | str) -> str | None:
+        """The member mode a forward on ``device`` runs, for the run's summary; None where the kind has none."""
+        return None
+
+    def compile_members(self, when: CompileWhen) -> str:
+        """Compile the members with ``torch.compile`` as ``when`` allows; returns what was done, for the log.
+        Default: not applicable, the model runs eager."""
+        return f"eager (not applicable to {type(self).__name__})"
+
+    def member_share(self, owned: range, spread: Any) -> DistillModel:  # spread: a distill.parallel.MemberSpread
+        """The members ``owned`` as a model of their own, for one process under ``run.parallel: members``; only
+        kinds with :attr:`separate_members` can be spread."""
+        raise NotImplementedError(f"{type(self).__name__}: its members share parameters; they cannot be spread")
 
 
 @dataclass(frozen=True)

@@ -28,12 +28,16 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable, Iterator
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
 
 from distill.metrics.classification import log_mean_exp
+from distill.models.contract import CompileWhen, DistillModel
+
+if TYPE_CHECKING:
+    from distill.parallel import MemberSpread
 
 Mode = Literal["loop", "vmap", "auto"]
 MODES: tuple[str, ...] = ("loop", "vmap", "auto")
@@ -52,7 +56,7 @@ def _structure(module: nn.Module) -> tuple:
     )
 
 
-class Ensemble(nn.Module):
+class Ensemble(DistillModel):
     """Members with independent initialisation; possibly of different architectures (heterogeneous).
 
     ``forward(x)`` takes one batch for all members, ``x: (B, C, H, W)``, or one per member,
@@ -60,6 +64,9 @@ class Ensemble(nn.Module):
     ``(B, C_m, H_m, W_m)`` maps, in ``vmap`` mode one stacked ``(M, B, C, H, W)`` tensor (indexing either
     with ``[m]`` gives member m's map).
     """
+
+    separable_cams = True  # each member's map is its own tensor (vmap: an index of the stacked result)
+    separate_members = True
 
     def __init__(self, members: list[nn.Module], mode: Mode = "auto") -> None:
         super().__init__()
@@ -101,6 +108,23 @@ class Ensemble(nn.Module):
             return AUTO_CUDA_MODE
         return "loop"
 
+    # --- the model contract (distill.models.contract.DistillModel) ---
+
+    def member_modules(self) -> list[nn.Module]:
+        return list(self.members)
+
+    def set_member_mode(self, mode: str) -> None:
+        self.mode = mode
+
+    def member_mode_used(self, device: torch.device | str) -> str | None:
+        return self.resolved_mode(device)
+
+    def compile_members(self, when: CompileWhen) -> str:
+        return compile_ensemble(self, when)
+
+    def member_share(self, owned: range, spread: MemberSpread) -> MemberShare:
+        return MemberShare([self.members[i] for i in owned], self.mode, spread)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor] | torch.Tensor]:
         per_member = x.dim() == 5
         if per_member and x.shape[0] != len(self.members):
@@ -140,6 +164,16 @@ class Ensemble(nn.Module):
         return logits, feats
 
 
+class MemberShare(Ensemble):
+    """The members one process owns under ``run.parallel: members``, as an ensemble of its own (its ``forward``
+    takes one batch or one per owned member, and returns only their logits); ``member_spread`` says where they sit
+    in the whole (:mod:`distill.parallel`)."""
+
+    def __init__(self, members: list[nn.Module], mode: Mode, spread: MemberSpread) -> None:
+        super().__init__(members, mode)
+        self.member_spread = spread
+
+
 def mean_probs(logits: torch.Tensor) -> torch.Tensor:
     """``logits (M, B, K)`` -> the ensemble's predictive distribution ``(B, K)``: the mean member softmax."""
     return logits.float().softmax(dim=-1).mean(dim=0)
@@ -175,9 +209,6 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     (docs/performance.md), a slower SDDE step for small_cnn at 8x8.
     """
     return model.to(memory_format=torch.channels_last)
-
-
-CompileWhen = Literal["always", "train", "never"]
 
 
 def compile_ensemble(

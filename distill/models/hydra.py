@@ -41,6 +41,7 @@ from torch import nn
 from distill import UserError
 from distill.data.base import DatasetMeta
 from distill.models import register_kind
+from distill.models.contract import DistillModel
 from distill.models.ensemble import eval_mode
 from distill.models.registry import Normalized, build_arch
 
@@ -102,10 +103,12 @@ def narrow_head(head: nn.Module, channels_in: int, width: float) -> None:
         _replace(head, name, new)
 
 
-class Hydra(nn.Module):
+class Hydra(DistillModel):
     """A shared body and M heads from M freshly built copies of one architecture (see the module docstring).
 
     ``image_shape``: ``(C, H, W)`` of the inputs, for the construction-time check of the split."""
+
+    separable_cams = True  # each head computes its own map from the body's output
 
     def __init__(
         self,
@@ -196,6 +199,10 @@ class Hydra(nn.Module):
     def members(self) -> nn.ModuleList:
         """The heads, under the name the report's feature hooks use for an ensemble's members."""
         return self.heads
+
+    def member_modules(self) -> list[nn.Module]:
+        """The heads (the shared body is no member's own)."""
+        return list(self.heads)
 
     def _standardise(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std

@@ -13,27 +13,26 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from distill import unknown
 from distill.models.contract import as_member
+from distill.registry import Registry
 
 # builder(in_channels, num_classes, image_size) -> net with forward(x) -> (logits, cam_features)
 Builder = Callable[[int, int, tuple[int, int]], nn.Module]
-ARCHS: dict[str, Builder] = {}
-# the layer whose output a logits-only architecture's Grad-CAM reads (None: its last nn.Conv2d)
-CAM_LAYERS: dict[str, str | None] = {}
+# each entry's cam_layer: the layer whose output a logits-only architecture's Grad-CAM reads (None: its last nn.Conv2d)
+ARCHS: Registry[Builder] = Registry("architecture")
 
 
 def register_arch(name: str, cam_layer: str | None = None) -> Callable[[Builder], Builder]:
     """Register ``builder(channels, num_classes, (H, W)) -> nn.Module`` under ``name``. The module may return
     ``logits (B, K)`` or ``(logits, features)`` (:mod:`distill.models.contract`); ``cam_layer`` names the layer whose
     output is the Grad-CAM feature map of a logits-only module (default: its last ``nn.Conv2d``)."""
+    return ARCHS.register(name, cam_layer=cam_layer)
 
-    def deco(fn: Builder) -> Builder:
-        ARCHS[name] = fn
-        CAM_LAYERS[name] = cam_layer
-        return fn
 
-    return deco
+def cam_layer(arch: str) -> str | None:
+    """The Grad-CAM layer ``arch`` was registered with (None: its last ``nn.Conv2d``, or not registered)."""
+    entry = ARCHS.get_entry(arch)
+    return None if entry is None else entry.cam_layer
 
 
 class Normalized(nn.Module):
@@ -57,9 +56,8 @@ def build_arch(
     mean: tuple[float, ...],
     std: tuple[float, ...],
 ) -> Normalized:
-    if arch not in ARCHS:
-        raise unknown("arch", "architecture", arch, ARCHS)
-    return wrap_arch(arch, ARCHS[arch](channels, num_classes, tuple(size)), channels, num_classes, size, mean, std)
+    builder = ARCHS.lookup(arch, "arch")
+    return wrap_arch(arch, builder(channels, num_classes, tuple(size)), channels, num_classes, size, mean, std)
 
 
 def wrap_arch(
@@ -77,5 +75,5 @@ def wrap_arch(
     The built-in architectures (builders in ``distill.models``) return ``(logits, features)`` by construction, so
     they skip the probe (0.9 s per wrn28_10 member on one core); ``tests/test_contract.py`` probes every one."""
     if not getattr(ARCHS.get(arch), "__module__", "").startswith("distill.models."):
-        net = as_member(net, channels, tuple(size), num_classes, name=f"arch '{arch}'", cam_layer=CAM_LAYERS.get(arch))
+        net = as_member(net, channels, tuple(size), num_classes, name=f"arch '{arch}'", cam_layer=cam_layer(arch))
     return Normalized(net, mean, std)

@@ -8,16 +8,14 @@ KD. Objectives are registered by name with a typed parameter dataclass, so a rec
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from distill import unknown
 from distill.data.batches import Batch
 from distill.models.ensemble import CompileWhen
-from distill.recipe import build
+from distill.registry import Registry
 
 Terms = dict[str, torch.Tensor]
 
@@ -30,6 +28,7 @@ class Objective(Protocol):
     needs_outliers: bool  # every batch must carry an outlier batch (outlier exposure); the data must have one
     uses_transfer: bool  # it learns from batches' transfer images (data.transfer: students); the loop refuses them else
     compile_when: CompileWhen  # which torch.compile setting its backward allows (see compile_ensemble)
+    member_parallel: bool  # run.parallel: members: it reads other members only through a gather (DE)
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Terms]: ...
 
@@ -37,6 +36,10 @@ class Objective(Protocol):
     def to(self, device: torch.device, memory_format: torch.memory_format = torch.contiguous_format) -> Objective: ...
 
     def set_progress(self, fraction: float) -> None: ...  # training progress in [0, 1], for schedules inside it
+
+    # run.parallel: members: spread the frozen teacher it holds over the processes; False: it holds none, or one
+    # network, which stays whole on every process
+    def share_teacher(self, rank: int, world: int, device: torch.device, what: str) -> bool: ...
 
 
 class ObjectiveBase:
@@ -57,24 +60,17 @@ class ObjectiveBase:
     def set_progress(self, fraction: float) -> None:
         return None
 
-
-@dataclass(frozen=True)
-class ObjectiveEntry:
-    params: type  # a frozen dataclass of the objective's options
-    make: Callable[[Any], Objective]  # params -> objective
-    # params, recipe key -> params with nested specs checked and completed (DE's diversity terms)
-    resolve: Callable[[Any, str], Any] | None = None
+    def share_teacher(self, rank: int, world: int, device: torch.device, what: str) -> bool:
+        return False
 
 
-TEACHER_OBJECTIVES: dict[str, ObjectiveEntry] = {}
+# name -> make(params) -> objective; each with its params dataclass, and optionally its resolve(params, recipe key)
+# -> params with nested specs checked and completed (DE's diversity terms)
+TEACHER_OBJECTIVES: Registry[Callable[[Any], Objective]] = Registry("objective")
 
 
 def register_objective(name: str, params: type, resolve: Callable[[Any, str], Any] | None = None) -> Callable:
-    def deco(make: Callable[[Any], Objective]) -> Callable[[Any], Objective]:
-        TEACHER_OBJECTIVES[name] = ObjectiveEntry(params, make, resolve)
-        return make
-
-    return deco
+    return TEACHER_OBJECTIVES.register(name, params=params, resolve=resolve)
 
 
 def objective_from_recipe(spec: dict, key: str) -> tuple[Objective, Any]:
@@ -84,10 +80,6 @@ def objective_from_recipe(spec: dict, key: str) -> tuple[Objective, Any]:
     deep ensemble with those two terms."""
     spec = dict(spec)
     name = spec.pop("name", "de")
-    if name not in TEACHER_OBJECTIVES:
-        raise unknown(f"recipe key '{key}.name'", "objective", name, TEACHER_OBJECTIVES)
-    entry = TEACHER_OBJECTIVES[name]
-    params = build(entry.params, spec, key)
-    if entry.resolve is not None:
-        params = entry.resolve(params, key)
-    return entry.make(params), params
+    make = TEACHER_OBJECTIVES.lookup(name, f"recipe key '{key}.name'")
+    params = TEACHER_OBJECTIVES.build_params(name, spec, key)
+    return make(params), params

@@ -14,20 +14,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill import UserError
 from distill.data.batches import Batch
 from distill.objectives.base import ObjectiveBase, Terms, register_objective
+from distill.recipe import FRACTION, ranged
 
 
 @dataclass(frozen=True)
 class LabelSmoothingParams:
-    smoothing: float = 0.1
+    smoothing: float = ranged(FRACTION, 0.1)
 
 
 class LabelSmoothing(ObjectiveBase):
     def __init__(self, p: LabelSmoothingParams) -> None:
-        if not 0.0 <= p.smoothing < 1.0:
-            raise UserError(f"objective label_smoothing: smoothing: expected a number in [0, 1), got {p.smoothing}")
         self.smoothing = p.smoothing
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Terms]:

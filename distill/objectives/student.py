@@ -24,11 +24,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from distill import UserError
 from distill.data.batches import Batch
+from distill.models.contract import DistillModel
 from distill.objectives.base import ObjectiveBase, Terms
 from distill.objectives.teacher import member_ce
 from distill.perturb.base import Perturbation, forward_no_grad
+from distill.spread_teacher import spread_teacher
 
 
 def kd_loss(
@@ -63,10 +64,7 @@ class KD(ObjectiveBase):
     uses_transfer = True
 
     def __init__(self, teacher: nn.Module, perturb: Perturbation, alpha: float, temperature: float) -> None:
-        if not 0.0 <= alpha <= 1.0:
-            raise UserError(f"student.alpha: expected a value in [0, 1], got {alpha}")
-        if temperature <= 0:
-            raise UserError(f"student.temperature: expected a positive value, got {temperature}")
+        # alpha and temperature come from a StudentCfg, whose fields carry their ranges (checked as it is built)
         self.teacher, self.perturb = teacher, perturb
         self.alpha, self.temperature = alpha, temperature
         for p in teacher.parameters():
@@ -79,6 +77,15 @@ class KD(ObjectiveBase):
         # (docs/performance.md, "The student step and the teacher's layout").
         self.teacher.to(device=device, memory_format=memory_format)
         return self
+
+    def share_teacher(self, rank: int, world: int, device: torch.device, what: str) -> bool:
+        """Keep only this process's share of the teacher's members (:mod:`distill.spread_teacher`); the teacher is
+        then called as before, and gathers every member's logits and input gradient from the other processes. A
+        teacher of one network (self_kd's) has nothing to spread: it stays whole on every process (False)."""
+        if isinstance(self.teacher, DistillModel) and self.teacher.size == 1:  # the contract, not a class
+            return False
+        self.teacher = spread_teacher(self.teacher, rank, world, device, what)
+        return True
 
     def loss(
         self, s_clean: torch.Tensor, s_pert: torch.Tensor, t_pert: torch.Tensor, y: torch.Tensor

@@ -1,7 +1,7 @@
 """Teacher objectives: deep ensembles and their diversity-regularised variants.
 
-Each objective maps ``(model, batch) -> (loss, terms)``; ``model`` is the (possibly DDP-wrapped)
-:class:`~distill.models.Ensemble` and ``batch.x`` is ``(V, B, C, H, W)`` with V = M when members see their
+Each objective maps ``(model, batch) -> (loss, terms)``; ``model`` is the (possibly DDP-wrapped) ensemble (a
+:class:`~distill.models.contract.DistillModel`) and ``batch.x`` is ``(V, B, C, H, W)`` with V = M when members see their
 own shuffled batches (``same_batch: false``) and V = 1 otherwise. Every call to the model goes through
 its ``forward`` so that DistributedDataParallel sees it.
 """

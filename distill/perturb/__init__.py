@@ -1,12 +1,10 @@
 """The perturbation engine: ``perturb(teacher, x, y, generator) -> PerturbResult`` by name, with the teacher's
 disagreement on the clean and the perturbed batch. One short file per method (after pytorch-ood's layout)."""
 
-from distill.perturb import disagree, mixup, ods, simple  # noqa: F401  (registers the methods)
 from distill.perturb.base import (
     DISAGREEMENT,
     PERTURBATIONS,
     Perturbation,
-    PerturbEntry,
     PerturbResult,
     disagreement_stats,
     frozen_teacher,
@@ -19,11 +17,13 @@ from distill.perturb.base import (
     teacher_logits,
     unit_rms,
 )
+from distill.registry import discover
+
+discover(__name__, __path__)  # each perturbation file registers itself
 
 __all__ = [
     "DISAGREEMENT",
     "PERTURBATIONS",
-    "PerturbEntry",
     "PerturbResult",
     "Perturbation",
     "disagreement_stats",

@@ -1,7 +1,8 @@
 """The perturbation seam: ``perturb(teacher, x, y, generator) -> PerturbResult`` (unpacks as ``(x_tilde, stats)``).
 
 A method is a function ``fn(teacher, x, y, params, generator) -> PerturbResult`` registered by name with a
-frozen parameter dataclass; :func:`make_perturbation` checks a recipe's ``params`` key by key and binds them.
+frozen parameter dataclass (its ranges as ``distill.recipe.ranged`` fields); :func:`make_perturbation` checks a
+recipe's ``params`` key by key, type and range, and binds them.
 ``y`` (labels ``(B,)``) is part of the seam for label-aware methods; the methods here do not use it.
 
 The teacher is frozen. Methods call it only inside :func:`frozen_teacher`, which puts every submodule in eval
@@ -34,10 +35,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from distill import UserError, unknown
 from distill.metrics import log_mean_exp
+from distill.models.contract import DistillModel
 from distill.models.ensemble import eval_mode
-from distill.recipe import build
+from distill.registry import Registry
 
 Stats = dict[str, Tensor]
 
@@ -65,21 +66,12 @@ class PerturbResult:
 PerturbFn = Callable[[nn.Module, Tensor, Tensor, Any, "torch.Generator | None"], PerturbResult]
 
 
-@dataclass(frozen=True)
-class PerturbEntry:
-    params: type  # a frozen dataclass of the method's options
-    fn: PerturbFn
-
-
-PERTURBATIONS: dict[str, PerturbEntry] = {}
+PERTURBATIONS: Registry[PerturbFn] = Registry("perturbation")
 
 
 def register_perturbation(name: str, params: type) -> Callable[[PerturbFn], PerturbFn]:
-    def deco(fn: PerturbFn) -> PerturbFn:
-        PERTURBATIONS[name] = PerturbEntry(params, fn)
-        return fn
-
-    return deco
+    """Register ``fn(teacher, x, y, params, generator)`` under ``name`` with its frozen params dataclass."""
+    return PERTURBATIONS.register(name, params=params)
 
 
 @dataclass(frozen=True)
@@ -98,28 +90,8 @@ class Perturbation:
 
 def make_perturbation(name: str, params: dict | None = None, key: str = "student.perturb") -> Perturbation:
     """Look up method ``name`` and check ``params`` against its dataclass; errors name the recipe key."""
-    if name not in PERTURBATIONS:
-        raise unknown(f"recipe key '{key}.name'", "perturbation", name, PERTURBATIONS)
-    entry = PERTURBATIONS[name]
-    try:
-        checked = build(entry.params, params or {}, f"{key}.params")
-    except ParamError as err:
-        raise UserError(f"recipe key '{key}.params.{err.name}': expected {err.expected}, got {err.value!r}") from None
-    return Perturbation(name, checked, entry.fn)
-
-
-class ParamError(ValueError):
-    """A parameter out of range, raised by a params dataclass; :func:`make_perturbation` names the recipe key."""
-
-    def __init__(self, name: str, expected: str, value: Any) -> None:
-        super().__init__(f"{name}: expected {expected}, got {value!r}")
-        self.name, self.expected, self.value = name, expected, value
-
-
-def check_param(ok: bool, name: str, expected: str, value: Any) -> None:
-    """For a params dataclass's ``__post_init__``: a range check."""
-    if not ok:
-        raise ParamError(name, expected, value)
+    fn = PERTURBATIONS.lookup(name, f"recipe key '{key}.name'")
+    return Perturbation(name, PERTURBATIONS.build_params(name, params, f"{key}.params"), fn)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -140,11 +112,11 @@ def frozen_teacher(teacher: nn.Module) -> Iterator[None]:
             p.requires_grad_(True)
 
 
-def teacher_logits(teacher: nn.Module, x: Tensor) -> Tensor:
-    """One forward of all members: ``(M, B, K)`` (a plain network's ``(B, K)`` becomes ``(1, B, K)``)."""
-    out = teacher(x)
-    logits = out[0] if isinstance(out, (tuple, list)) else out
-    return logits.unsqueeze(0) if logits.dim() == 2 else logits
+def teacher_logits(teacher: DistillModel, x: Tensor) -> Tensor:
+    """One forward of all members: ``logits (M, B, K)``, what every model kind returns first
+    (:class:`distill.models.contract.DistillModel`)."""
+    logits, _ = teacher(x)
+    return logits
 
 
 def forward_no_grad(teacher: nn.Module, x: Tensor) -> Tensor:
@@ -238,11 +210,11 @@ def prob_std(logits: Tensor, temperature: float = 1.0) -> Tensor:
     return (p.var(dim=0, correction=0) + 1e-12).sqrt().mean(dim=-1)
 
 
-DISAGREEMENT: dict[str, Callable[[Tensor, float], Tensor]] = {
-    "mi": mutual_information,
-    "kl": pairwise_kl,
-    "std": prob_std,
-}
+# the objectives of the disagreement search (DisagreeParams.objective): (M, B, K) logits, T -> (B,)
+DISAGREEMENT: Registry[Callable[[Tensor, float], Tensor]] = Registry("disagreement objective")
+DISAGREEMENT.register("mi", mutual_information)
+DISAGREEMENT.register("kl", pairwise_kl)
+DISAGREEMENT.register("std", prob_std)
 
 
 def label_disagreement(logits: Tensor) -> Tensor:

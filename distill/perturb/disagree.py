@@ -46,7 +46,6 @@ from torch import Tensor, nn
 from distill.perturb.base import (
     DISAGREEMENT,
     PerturbResult,
-    check_param,
     finish,
     forward_no_grad,
     frozen_teacher,
@@ -58,30 +57,25 @@ from distill.perturb.base import (
     unit_rms,
 )
 from distill.perturb.mixup import mix
+from distill.recipe import NON_NEGATIVE, POSITIVE, ints, ranged
 
 
 @dataclass(frozen=True)
 class DisagreeParams:
     objective: Literal["mi", "kl", "std"] = "mi"
-    steps: int = 5
+    steps: int = ranged(ints(1), 5)
     norm: Literal["l2", "linf"] = "l2"
-    eps: float = 2 / 255  # ball radius: per-pixel RMS for l2, max |delta| for linf, in [0, 1] pixel units
-    step_size: float = 1 / 255  # per step: per-pixel RMS for l2, per-pixel size for linf
+    # ball radius: per-pixel RMS for l2, max |delta| for linf, in [0, 1] pixel units
+    eps: float = ranged(NON_NEGATIVE, 2 / 255)
+    step_size: float = ranged(NON_NEGATIVE, 1 / 255)  # per step: per-pixel RMS for l2, per-pixel size for linf
     random_start: bool = False
     direction: Literal["objective", "random"] = "objective"
     select: Literal["best", "last"] = "best"
-    temperature: float = 1.0  # softmax temperature of the objective and of the random direction
+    temperature: float = ranged(POSITIVE, 1.0)  # softmax temperature of the objective and of the random direction
     # "mixup": search around a mixed image (see perturb/mixup.py) instead of the training image itself, so
     # the search starts between training images, where members disagree more.
     start: Literal["clean", "mixup"] = "clean"
-    mix_alpha: float = 1.0  # Beta(mix_alpha, mix_alpha) mixing weight when start is "mixup"
-
-    def __post_init__(self) -> None:
-        check_param(self.mix_alpha > 0, "mix_alpha", "a number > 0", self.mix_alpha)
-        check_param(self.steps >= 1, "steps", "an integer >= 1", self.steps)
-        check_param(self.eps >= 0, "eps", "a number >= 0", self.eps)
-        check_param(self.step_size >= 0, "step_size", "a number >= 0", self.step_size)
-        check_param(self.temperature > 0, "temperature", "a number > 0", self.temperature)
+    mix_alpha: float = ranged(POSITIVE, 1.0)  # Beta(mix_alpha, mix_alpha) mixing weight when start is "mixup"
 
 
 def _per_sample(v: Tensor, like: Tensor) -> Tensor:

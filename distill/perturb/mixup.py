@@ -21,20 +21,17 @@ from torch import Tensor, nn
 
 from distill.perturb.base import (
     PerturbResult,
-    check_param,
     finish,
     frozen_teacher,
     register_perturbation,
     teacher_logits,
 )
+from distill.recipe import POSITIVE, ranged
 
 
 @dataclass(frozen=True)
 class MixupParams:
-    alpha: float = 1.0  # Beta(alpha, alpha) of the mixing weight; 1: uniform
-
-    def __post_init__(self) -> None:
-        check_param(self.alpha > 0, "alpha", "a number > 0", self.alpha)
+    alpha: float = ranged(POSITIVE, 1.0)  # Beta(alpha, alpha) of the mixing weight; 1: uniform
 
 
 def mix(x: Tensor, alpha: float, generator: torch.Generator | None) -> Tensor:

@@ -22,7 +22,6 @@ from torch import Tensor, nn
 
 from distill.perturb.base import (
     PerturbResult,
-    check_param,
     finish,
     forward_no_grad,
     frozen_teacher,
@@ -31,16 +30,13 @@ from distill.perturb.base import (
     teacher_logits,
     unit_rms,
 )
+from distill.recipe import NON_NEGATIVE, POSITIVE, ranged
 
 
 @dataclass(frozen=True)
 class ODSParams:
-    eta: float = 1 / 255  # step size: the per-pixel RMS of the step before clipping, in [0, 1] pixel units
-    temperature: float = 1.0  # softmax temperature inside the random output projection
-
-    def __post_init__(self) -> None:
-        check_param(self.eta >= 0, "eta", "a number >= 0", self.eta)
-        check_param(self.temperature > 0, "temperature", "a number > 0", self.temperature)
+    eta: float = ranged(NON_NEGATIVE, 1 / 255)  # step size: the per-pixel RMS of the step before clipping, in [0, 1]
+    temperature: float = ranged(POSITIVE, 1.0)  # softmax temperature inside the random output projection
 
 
 def ods_step(

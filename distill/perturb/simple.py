@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from distill.perturb.base import PerturbResult, check_param, finish, forward_no_grad, randn, register_perturbation
+from distill.perturb.base import PerturbResult, finish, forward_no_grad, randn, register_perturbation
+from distill.recipe import NON_NEGATIVE, ranged
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,7 @@ def none(
 
 @dataclass(frozen=True)
 class GaussianParams:
-    eta: float = 1 / 255  # noise std, in [0, 1] pixel units
-
-    def __post_init__(self) -> None:
-        check_param(self.eta >= 0, "eta", "a number >= 0", self.eta)
+    eta: float = ranged(NON_NEGATIVE, 1 / 255)  # noise std, in [0, 1] pixel units
 
 
 @register_perturbation("gaussian", params=GaussianParams)

@@ -20,12 +20,14 @@ import math
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from scipy import stats
 
 from distill import UserError
 from distill.checkpoint import atomic_write_text
 from distill.metrics.registry import label
+from distill.report.schema import Comparisons
 from distill.report.table import dig
 
 METRICS = ("acc", "nll", "cnll", "brier", "ece", "cece", "dee", "agreement", "ood_auroc/primary")
@@ -80,7 +82,43 @@ def report_path(run: Path) -> Path:
     raise UserError(f"aggregate: {run}: no report.json (expected a run directory of distill run, or a report)")
 
 
-def load_reports(runs: list[Path]) -> list[dict]:
+DATA_KEYS = ("name", "num_classes", "test", "val", "holdout_classes")  # reports that pair agree on these
+COST_KEYS = ("params", "mflops", "latency_ms")
+
+
+@dataclass(frozen=True)
+class Seed:
+    """What this command reads from one run's report.json: its data, its comparisons (summary rows, gain shares,
+    strongest control), each model's declared OOD score and its cost at the report's latency batch."""
+
+    data: dict[str, Any]  # DATA_KEYS -> value
+    comparisons: Comparisons
+    primary_scores: dict[str, str | None]  # model -> declared OOD score
+    cost: dict[str, dict[str, float | None]]  # model -> COST_KEYS -> value
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Seed:
+        batch = dig(d, "cost", "config", "latency_batch")
+        cost = {}
+        for m, c in (dig(d, "cost", "models") or {}).items():
+            if not c:  # no measurement for this model
+                continue
+            flops = c.get("flops_per_image")
+            mflops = None if flops is None else flops / 1e6
+            cost[m] = {
+                "params": c.get("params"),
+                "mflops": mflops,
+                "latency_ms": dig(c, "torch", f"b{batch}", "median_ms"),
+            }
+        return cls(
+            data={k: d["dataset"].get(k) for k in DATA_KEYS},
+            comparisons=Comparisons.from_json(d),
+            primary_scores={m: dig(e, "ood", "primary", "score") for m, e in d.get("models", {}).items()},
+            cost=cost,
+        )
+
+
+def load_reports(runs: list[Path]) -> list[Seed]:
     """The reports, refused when they were measured on different data (their numbers would not pair)."""
     if not runs:
         raise UserError("aggregate: give at least one run directory")
@@ -88,13 +126,12 @@ def load_reports(runs: list[Path]) -> list[dict]:
     for run in runs:
         path = report_path(Path(run))
         try:
-            reports.append(json.loads(path.read_text()))
+            reports.append(Seed.from_json(json.loads(path.read_text())))
         except json.JSONDecodeError as err:
             raise UserError(f"aggregate: {path}: not valid JSON ({err.msg} at line {err.lineno})") from None
-    first = reports[0]["dataset"]
-    keys = ("name", "num_classes", "test", "val", "holdout_classes")
+    first = reports[0].data
     for run, r in zip(runs, reports):
-        diff = [k for k in keys if r["dataset"].get(k) != first.get(k)]
+        diff = [k for k in DATA_KEYS if r.data[k] != first[k]]
         if diff:
             raise UserError(f"aggregate: {run}: other data than {runs[0]} ({', '.join(diff)} differ)")
     return reports
@@ -137,13 +174,14 @@ def fieller(num: list[float], den: list[float], confidence: float) -> MeanShare:
     return MeanShare(a / d, ((qb - root) / qa, (qb + root) / qa), n)
 
 
-def _value(report: dict, model: str, metric: str) -> float | None:
+def _value(report: Seed, model: str, metric: str) -> float | None:
+    c = report.comparisons
     if model.startswith("strongest control"):
-        model = dig(report, "controls", "strongest") or ""
-    return dig(report, "summary", model, metric)
+        model = c.strongest or ""
+    return c.summary.get(model, {}).get(metric)
 
 
-def _versus(reports: list[dict], models: list[str], base: str, metrics: list[str], conf: float) -> dict:
+def _versus(reports: list[Seed], models: list[str], base: str, metrics: list[str], conf: float) -> dict:
     out: dict[str, dict[str, Paired]] = {}
     for m in models:
         if m in (base, "members"):
@@ -155,7 +193,7 @@ def _versus(reports: list[dict], models: list[str], base: str, metrics: list[str
     return out
 
 
-def _shares(reports: list[dict], students: list[str], base: str, conf: float) -> dict:
+def _shares(reports: list[Seed], students: list[str], base: str, conf: float) -> dict:
     out: dict[str, dict[str, MeanShare]] = {}
     for s in students:
         out[s] = {}
@@ -166,17 +204,6 @@ def _shares(reports: list[dict], students: list[str], base: str, conf: float) ->
     return out
 
 
-def _cost(report: dict, model: str) -> dict[str, float | None]:
-    c = dig(report, "cost", "models", model) or {}
-    batch = dig(report, "cost", "config", "latency_batch")
-    flops = c.get("flops_per_image")
-    return {
-        "params": c.get("params"),
-        "mflops": None if flops is None else flops / 1e6,
-        "latency_ms": dig(c, "torch", f"b{batch}", "median_ms"),
-    }
-
-
 def union(lists: list[list[str]]) -> list[str]:
     """Names in first-seen order over the runs (a student trained only in a later run still gets its row)."""
     return list(dict.fromkeys(n for names in lists for n in names))
@@ -184,31 +211,32 @@ def union(lists: list[list[str]]) -> list[str]:
 
 def aggregate(runs: list[Path], confidence: float = 0.95) -> Aggregate:
     reports = load_reports(runs)
-    refs = {r["reference"] for r in reports}
+    refs = {r.comparisons.reference for r in reports}
     if len(refs) > 1:
         raise UserError(f"aggregate: the runs' baselines differ ({sorted(refs)}): give every run a single network")
     reference = refs.pop()
-    models = union([list(r["summary"]) for r in reports])
-    students = union([list(r["gain_share"]) for r in reports])
-    top = union([[k for k in r["summary"]["teacher"] if k.startswith("corruption_acc/s")][-1:] for r in reports])
+    models = union([list(r.comparisons.summary) for r in reports])
+    students = union([list(r.comparisons.gain_share) for r in reports])
+    teacher_rows = [r.comparisons.summary["teacher"] for r in reports]
+    top = union([[k for k in row if k.startswith("corruption_acc/s")][-1:] for row in teacher_rows])
     metrics = [*METRICS, *top[-1:]]
     baselines = [reference]
-    if any(dig(r, "controls", "strongest") for r in reports):
+    if any(r.comparisons.strongest for r in reports):
         baselines.append("strongest control")
     return Aggregate(
         runs=[str(r) for r in runs],
-        dataset=reports[0]["dataset"]["name"],
+        dataset=reports[0].data["name"],
         reference=reference,
         confidence=confidence,
         metrics=metrics,
         models={m: {k: spread([_value(r, m, k) for r in reports]) for k in metrics} for m in models},
         versus={b: _versus(reports, models, b, metrics, confidence) for b in baselines},
         shares={b: _shares(reports, students, b, confidence) for b in baselines},
-        primary_scores={m: [dig(r, "models", m, "ood", "primary", "score") or "-" for r in reports] for m in models},
+        primary_scores={m: [r.primary_scores.get(m) or "-" for r in reports] for m in models},
         cost={
-            m: {k: spread([_cost(r, m)[k] for r in reports]) for k in ("params", "mflops", "latency_ms")}
+            m: {k: spread([r.cost.get(m, {}).get(k) for r in reports]) for k in COST_KEYS}
             for m in models
-            if any(dig(r, "cost", "models", m) for r in reports)
+            if any(r.cost.get(m) for r in reports)
         },
     )
 
@@ -261,7 +289,7 @@ def render(agg: Aggregate, title: str | None = None) -> str:
     if agg.cost:
         lines += ["## Inference cost (each report's own CPU measurement; mean ± std over the runs)", ""]
         head = ["model", "params", "MFLOPs / image", "latency ms"]
-        rows = [[m, *[_spread_text(c[k], 2) for k in ("params", "mflops", "latency_ms")]] for m, c in agg.cost.items()]
+        rows = [[m, *[_spread_text(c[k], 2) for k in COST_KEYS]] for m, c in agg.cost.items()]
         lines += _table(head, rows)
     return "\n".join(lines)
 

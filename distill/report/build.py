@@ -12,7 +12,7 @@ import torch
 from distill import UserError
 from distill.checkpoint import atomic_write_text
 from distill.data.subsets import eval_subset
-from distill.jsonio import to_plain, write_json
+from distill.jsonio import write_json
 from distill.models.ensemble import to_channels_last
 from distill.recipe import EvalCfg
 from distill.report.controls import controls_entry
@@ -44,13 +44,24 @@ from distill.report.ood import (
 from distill.report.perturbation import perturbation_summary
 from distill.report.plots import Context, make_figures
 from distill.report.predictions import Predictions
-from distill.report.runs import Run, Runs, load_runs
+from distill.report.runs import RunDir, Runs, load_runs
+from distill.report.schema import (
+    Comparisons,
+    Controls,
+    Corruptions,
+    Cost,
+    Dataset,
+    ModelRow,
+    OODSetInfo,
+    Report,
+    RunPaths,
+    Subset,
+)
 from distill.report.subsets import report_subsets
 from distill.report.summary import summary_row
 from distill.report.uncertainty import uncertainty_results
 from distill.students.readout import readout_for
 
-FORMAT = "distill-report/1"
 CONVENTIONS = {
     "ensemble_prediction": "the mean of the members' probabilities (never of their logits)",
     "split": "every metric on the test split; the temperature of cNLL / cBrier / cECE is fitted on the validation "
@@ -137,19 +148,28 @@ def _with_primary(results: dict[str, Any], score: str) -> dict[str, Any]:
     return results
 
 
-def _members_entry(teacher: Predictions, measure: Measure, primary: str) -> dict[str, Any]:
+def _members_entry(teacher: Predictions, measure: Measure, primary: str) -> ModelRow:
     per_member = [measure(teacher.member(m)) for m in range(teacher.size)]
     mean, std = mean_std(per_member)
-    entry = {"role": "members", "kind": "members", "size": teacher.size, "path": None, **_with_primary(mean, primary)}
-    entry.update(diversity=None, perturbation=None, std=std, per_member=[r["metrics"] for r in per_member])
-    return entry
+    mean = _with_primary(mean, primary)
+    return ModelRow(
+        role="members",
+        kind="members",
+        size=teacher.size,
+        path=None,
+        metrics=mean["metrics"],
+        ood=mean["ood"],
+        uncertainty=mean["uncertainty"],
+        corruption=mean["corruption"],
+        std=std,
+        per_member=[r["metrics"] for r in per_member],
+    )
 
 
 def _run_entry(
-    run: Run, preds: Predictions, measure: Measure, cfg: EvalCfg, runs: Runs, notes: list, primary: str
-) -> dict:
-    entry = {"role": run.role, "kind": run.kind, "size": run.size, "path": str(run.path)}
-    entry.update(_with_primary(measure(preds), primary))
+    run: RunDir, preds: Predictions, measure: Measure, cfg: EvalCfg, runs: Runs, notes: list, primary: str
+) -> ModelRow:
+    results = _with_primary(measure(preds), primary)
     div = None
     if run.size > 1:
         s = runs.splits
@@ -161,12 +181,19 @@ def _run_entry(
     if run.role == "student" and perturb is None:
         notes.append(f"{run.key}: no perturbation statistics in {run.path / 'summary.json'}.")
     seen = (run.summary or {}).get("data_seen") or {}
-    entry["data_seen"] = seen or None
     if seen.get("transfer"):  # the student saw more than its teacher's training split
         t = seen["transfer"]
         notes.append(f"{run.key}: also learnt from {t['images']} transfer images ({t['path']}), teacher-labelled.")
-    entry.update(diversity=div, perturbation=perturb, std=None, per_member=None)
-    return entry
+    return ModelRow(
+        role=run.role,
+        kind=run.kind,
+        size=run.size,
+        path=str(run.path),
+        **results,
+        data_seen=seen or None,
+        diversity=div,
+        perturbation=perturb,
+    )
 
 
 def _corruption_source(cfg: EvalCfg, runs: Runs, names: list[str], n: int) -> CorruptedImages:
@@ -181,19 +208,19 @@ def _corruption_source(cfg: EvalCfg, runs: Runs, names: list[str], n: int) -> Co
     return released_cifar10c(cfg.cifar10c, names, n, (s.meta.channels, *s.meta.size), cfg.subset_seed, idx)
 
 
-def _dataset(runs: Runs) -> dict[str, Any]:
+def _dataset(runs: Runs) -> Dataset:
     s, data = runs.splits, runs.recipe.data
-    return {
-        "name": s.meta.name,
-        "num_classes": s.meta.num_classes,
-        "class_names": list(s.meta.class_names),
-        "size": list(s.meta.size),
-        "channels": s.meta.channels,
-        "val": len(s.val_y),
-        "test": len(s.test_y),
-        "split_seed": data.split_seed,
-        "holdout_classes": list(data.holdout_classes),
-    }
+    return Dataset(
+        name=s.meta.name,
+        num_classes=s.meta.num_classes,
+        class_names=list(s.meta.class_names),
+        size=list(s.meta.size),
+        channels=s.meta.channels,
+        val=len(s.val_y),
+        test=len(s.test_y),
+        split_seed=data.split_seed,
+        holdout_classes=list(data.holdout_classes),
+    )
 
 
 class _Clock:
@@ -220,7 +247,7 @@ def _primaries(runs: Runs, cfg: EvalCfg) -> dict[str, str]:
 
 def _intervals(
     preds: dict[str, Predictions],
-    models: dict[str, dict],
+    models: dict[str, ModelRow],
     summary: dict[str, dict],
     baselines: list[str],
     students: list[str],
@@ -234,14 +261,14 @@ def _intervals(
         return None
     set_keys = {s.name: s.key for s in sets}
 
-    def one(src: Source, metrics: dict, score: str) -> PerImage:
+    def one(src: Source, metrics: dict, score: str | None) -> PerImage:
         return model_per_image(src, y, metrics["temperature"], score, set_keys, top)
 
-    teacher = preds["teacher"]
-    primary = models["members"]["ood"]["primary"]["score"]
-    per = {"members": [one(teacher.member(m), r, primary) for m, r in enumerate(models["members"]["per_member"])]}
+    teacher, members = preds["teacher"], models["members"]
+    per_member = members.per_member or []
+    per = {"members": [one(teacher.member(m), r, members.primary_score) for m, r in enumerate(per_member)]}
     for key, p in preds.items():
-        per[key] = one(p, models[key]["metrics"], models[key]["ood"]["primary"]["score"])
+        per[key] = one(p, models[key].metrics, models[key].primary_score)
     samples = bootstrap(per, cfg.bootstrap, cfg.bootstrap_seed, None if top is None else top.key)
     return intervals(
         samples,
@@ -255,6 +282,133 @@ def _intervals(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class SweepPlan:
+    """The corruption sweep as configured: its corruptions and severities, and the images it corrupts (None when
+    it is off)."""
+
+    names: list[str]
+    severities: list[int]
+    source: CorruptedImages | None
+    frost: str | None
+
+    def section(self, cfg: EvalCfg) -> Corruptions:
+        on = self.source is not None
+        return Corruptions(
+            names=self.names if on else [],
+            severities=self.severities if on else [],
+            images=len(self.source.y) if self.source is not None else 0,
+            seed=cfg.corruption_seed if cfg.cifar10c is None else None,
+            frost=self.frost,
+            source=self.source.source if self.source is not None else None,
+        )
+
+    def top(self) -> Corrupted | None:
+        """The bootstrap's view of the top severity, or None when the sweep is off."""
+        return None if self.source is None else Corrupted(self.source.y, self.names, max(self.severities))
+
+
+def _use_training_layout(runs: Runs) -> None:
+    """The layout the recipe trains in is the fast one for its data and architectures: the CIFAR-10 CPU benchmark's
+    networks predict 1.7x faster per image channels-last (docs/performance.md, "Evaluation passes"). The cost
+    table still times the deployed (contiguous) module."""
+    if runs.recipe.run.channels_last:
+        for run in runs.all:
+            to_channels_last(run.model)
+
+
+def _plan_sweep(cfg: EvalCfg, runs: Runs) -> SweepPlan:
+    """Check the sweep's configuration and draw (or load) the images it corrupts."""
+    names, severities = corruption_names(cfg.corruptions), check_severities(cfg.severities)
+    n_corr = min(cfg.corruption_limit, len(runs.splits.test_y))
+    swept = bool(names and severities and n_corr > 0)
+    source = _corruption_source(cfg, runs, names, n_corr) if swept else None
+    frost = frost_source(names, cfg.frost_images) if swept and cfg.cifar10c is None else None
+    return SweepPlan(names, severities, source, frost)
+
+
+def _predict_all(
+    runs: Runs, sets: list[OODSet], cfg: EvalCfg, plan: SweepPlan, clock: _Clock, notes: list[str]
+) -> dict[str, Predictions]:
+    """Every model's logits on val, test, the OOD sets and, when the sweep is on, the corrupted images."""
+    preds = _predict(runs, sets, cfg, _device())
+    clock.lap("predict")
+    if plan.source is not None:
+        sweep(list(preds.values()), plan.source, plan.names, plan.severities)
+        clock.lap("corruptions")
+    else:
+        notes.append("corruption sweep off (evaluate.corruptions, severities or corruption_limit empty).")
+    return preds
+
+
+def _measure_models(
+    runs: Runs,
+    preds: dict[str, Predictions],
+    measure: Measure,
+    cfg: EvalCfg,
+    primaries: dict[str, str],
+    notes: list[str],
+) -> dict[str, ModelRow]:
+    """Every model's row, in the report's order: members, single, controls, teacher, students."""
+    models = {"members": _members_entry(preds["teacher"], measure, primaries["members"])}
+    for run in runs.all:
+        models[run.key] = _run_entry(run, preds[run.key], measure, cfg, runs, notes, primaries[run.key])
+    single_keys = ["single"] if runs.single is not None else []
+    order = ["members", *single_keys, *(r.key for r in runs.controls), "teacher", *(r.key for r in runs.students)]
+    if runs.single is None:
+        notes.append("no single-model run given: the teacher's mean member is the single-model baseline.")
+    return {k: models[k] for k in order}
+
+
+def _compare(
+    runs: Runs,
+    preds: dict[str, Predictions],
+    models: dict[str, ModelRow],
+    sets: list[OODSet],
+    cfg: EvalCfg,
+    plan: SweepPlan,
+) -> tuple[Comparisons, Controls]:
+    """The summary rows, the teacher's gain and each student's share of it over the reference network, the
+    strongest control and the paired bootstrap intervals."""
+    reference = "single" if runs.single is not None else "members"
+    summary = {k: summary_row(e.to_json()) for k, e in models.items()}
+    students = [r.key for r in runs.students]
+    # the strongest control is chosen on the validation split (report/controls.py), never on test
+    controls = controls_entry({r.key: preds[r.key].logits("val") for r in runs.controls}, runs.splits.val_y)
+    baselines = [reference, *([controls["strongest"]] if controls["strongest"] else [])]
+    ivals = _intervals(preds, models, summary, baselines, students, sets, plan.top(), cfg, runs.splits.test_y)
+    gain = gain_table(summary, reference, students)
+    if ivals is not None:
+        gain = within_noise(gain, ivals, reference)
+    comparisons = Comparisons(
+        reference, summary, teacher_gain(summary, reference), gain, ivals, strongest=controls["strongest"]
+    )
+    return comparisons, Controls.from_json(controls)
+
+
+def _cost(runs: Runs, cfg: EvalCfg, out: Path, clock: _Clock, notes: list[str]) -> Cost | None:
+    """The inference-cost table, or None (with a note) when evaluate.cost is off."""
+    if not cfg.cost.enabled:
+        notes.append("inference cost table off (evaluate.cost.enabled: false).")
+        return None
+    from distill.report.cost import measure_costs
+
+    shape = (runs.splits.meta.channels, *runs.splits.meta.size)
+    cost, cost_notes = measure_costs(runs.all, shape, cfg.cost, out, "single" if runs.single else None)
+    notes += cost_notes
+    clock.lap("cost")
+    return Cost.from_json(cost)
+
+
+def _run_paths(runs: Runs) -> RunPaths:
+    return RunPaths(
+        teacher=str(runs.teacher.path),
+        single=str(runs.single.path) if runs.single else None,
+        students={r.key: str(r.path) for r in runs.students},
+        controls={r.key: str(r.path) for r in runs.controls},
+    )
+
+
 def evaluate_runs(
     teacher: Path,
     students: list[Path],
@@ -264,111 +418,58 @@ def evaluate_runs(
     controls: list[Path] | None = None,
 ) -> dict[str, Any]:
     """Compare a teacher ensemble, its students and a single-model baseline on the teacher's data; write
-    ``out/report.json``, ``out/report.md`` and the PNG figures; return the report.
+    ``out/report.json``, ``out/report.md`` and the PNG figures; return the report as written (its JSON object;
+    :meth:`Report.from_json` reads it back).
 
     ``cfg`` defaults to the teacher's recipe's ``evaluate`` section. Without ``single``, the teacher's mean member
     is the single-model baseline of the gain shares (and the report says so).
     """
-    device = _device()
-    runs = load_runs(teacher, students, single, device, controls or [])
-    if runs.recipe.run.channels_last:
-        # The layout the recipe trains in is the fast one for its data and architectures: the CIFAR-10 CPU
-        # benchmark's networks predict 1.7x faster per image channels-last (docs/performance.md, "Evaluation
-        # passes"). The cost table still times the deployed (contiguous) module.
-        for run in runs.all:
-            to_channels_last(run.model)
+    runs = load_runs(teacher, students, single, _device(), controls or [])
+    _use_training_layout(runs)
     cfg = cfg or runs.recipe.evaluate
     check_scores(cfg.ood_scores)
     primaries = _primaries(runs, cfg)
-    names, severities = corruption_names(cfg.corruptions), check_severities(cfg.severities)
-    n_corr = min(cfg.corruption_limit, len(runs.splits.test_y))
-    swept = bool(names and severities and n_corr > 0)
-    source = _corruption_source(cfg, runs, names, n_corr) if swept else None
-    frost = frost_source(names, cfg.frost_images) if swept and cfg.cifar10c is None else None
+    plan = _plan_sweep(cfg, runs)
     sets, notes = load_ood_sets(cfg.ood, runs.splits)
     notes = [*runs.notes, *notes]
     clock = _Clock()
-    preds = _predict(runs, sets, cfg, device)
-    clock.lap("predict")
-    if source is not None:
-        sweep(list(preds.values()), source, names, severities)
-        clock.lap("corruptions")
-    else:
-        notes.append("corruption sweep off (evaluate.corruptions, severities or corruption_limit empty).")
+    preds = _predict_all(runs, sets, cfg, plan, clock, notes)
     ref = make_reference(preds["teacher"], runs.splits.val_y, runs.splits.test_y)
     scores = list(dict.fromkeys([*cfg.ood_scores, *primaries.values()]))  # the declared scores always measured
-    measure = Measure(ref, sets, scores, names, severities, source, runs.splits.test_y)
-    models = {"members": _members_entry(preds["teacher"], measure, primaries["members"])}
-    for run in runs.all:
-        models[run.key] = _run_entry(run, preds[run.key], measure, cfg, runs, notes, primaries[run.key])
-    controls_keys = [r.key for r in runs.controls]
-    single_keys = ["single"] if runs.single is not None else []
-    order = ["members", *single_keys, *controls_keys, "teacher", *(r.key for r in runs.students)]
-    models = {k: models[k] for k in order}
-    reference = "single" if runs.single is not None else "members"
-    if runs.single is None:
-        notes.append("no single-model run given: the teacher's mean member is the single-model baseline.")
-    summary = {k: summary_row(e) for k, e in models.items()}
+    measure = Measure(ref, sets, scores, plan.names, plan.severities, plan.source, runs.splits.test_y)
+    models = _measure_models(runs, preds, measure, cfg, primaries, notes)
     clock.lap("metrics")
-    students_keys = [r.key for r in runs.students]
-    # the strongest control is chosen on the validation split (report/controls.py), never on test
-    controls = controls_entry({k: preds[k].logits("val") for k in controls_keys}, runs.splits.val_y)
-    baselines = [reference, *([controls["strongest"]] if controls["strongest"] else [])]
-    top = Corrupted(source.y, names, max(severities)) if source is not None else None
-    ivals = _intervals(preds, models, summary, baselines, students_keys, sets, top, cfg, runs.splits.test_y)
-    gain = gain_table(summary, reference, students_keys)
-    if ivals is not None:
-        gain = within_noise(gain, ivals, reference)
+    comparisons, control_section = _compare(runs, preds, models, sets, cfg, plan)
     clock.lap("intervals")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    fig_files, fig_notes = make_figures(Context(models, preds, runs, sets, cfg, out, gain))
+    plain_models = {k: e.to_json() for k, e in models.items()}
+    fig_files, fig_notes = make_figures(Context(plain_models, preds, runs, sets, cfg, out, comparisons.gain_share))
     clock.lap("figures")
-    cost = None
-    if cfg.cost.enabled:
-        from distill.report.cost import measure_costs
+    cost = _cost(runs, cfg, out, clock, notes)
+    report = Report(
+        dataset=_dataset(runs),
+        runs=_run_paths(runs),
+        controls=control_section,
+        config=dataclasses.asdict(cfg),
+        conventions=CONVENTIONS,
+        ood_sets=[OODSetInfo(s.name, s.group, len(s.x)) for s in sets],
+        corruptions=plan.section(cfg),
+        dee_curve=ref.curve,
+        models=models,
+        comparisons=comparisons,
+        cost=cost,
+        figures=fig_files,
+        subsets={k: Subset(**v) for k, v in report_subsets(cfg, runs, plan.source, fig_files).items()},
+        notes=notes + fig_notes,
+        seconds=clock.laps,
+    )
+    return _write(report, out)
 
-        shape = (runs.splits.meta.channels, *runs.splits.meta.size)
-        cost, cost_notes = measure_costs(runs.all, shape, cfg.cost, out, "single" if runs.single else None)
-        notes += cost_notes
-        clock.lap("cost")
-    else:
-        notes.append("inference cost table off (evaluate.cost.enabled: false).")
-    report = {
-        "format": FORMAT,
-        "dataset": _dataset(runs),
-        "runs": {
-            "teacher": str(runs.teacher.path),
-            "single": str(runs.single.path) if runs.single else None,
-            "students": {r.key: str(r.path) for r in runs.students},
-            "controls": {r.key: str(r.path) for r in runs.controls},
-        },
-        "controls": controls,
-        "reference": reference,
-        "config": dataclasses.asdict(cfg),
-        "conventions": CONVENTIONS,
-        "ood_sets": [{"name": s.name, "group": s.group, "images": len(s.x)} for s in sets],
-        "corruptions": {
-            "names": names if swept else [],
-            "severities": severities if swept else [],
-            "images": len(source.y) if source is not None else 0,
-            "seed": cfg.corruption_seed if cfg.cifar10c is None else None,
-            "frost": frost,
-            "source": source.source if source is not None else None,
-        },
-        "dee_curve": ref.curve,
-        "models": models,
-        "summary": summary,
-        "teacher_gain": teacher_gain(summary, reference),
-        "gain_share": gain,
-        "intervals": None if ivals is None else dataclasses.asdict(ivals),
-        "cost": cost,
-        "figures": fig_files,
-        "subsets": report_subsets(cfg, runs, source, fig_files),
-        "notes": notes + fig_notes,
-        "seconds": clock.laps,  # wall time of each part of this report, for sizing a benchmark's evaluate section
-    }
-    report = to_plain(report)
-    write_json(out / "report.json", report)
-    atomic_write_text(out / "report.md", render_markdown(report))
-    return report
+
+def _write(report: Report, out: Path) -> dict[str, Any]:
+    """report.json, and report.md rendered from what report.json holds (read back through the same types)."""
+    data = report.to_json()
+    write_json(out / "report.json", data)
+    atomic_write_text(out / "report.md", render_markdown(Report.from_json(data)))
+    return data

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from distill.bench.timing import count_flops, interleaved, stats
 from distill.export import UncertaintyDeployable, export_onnx_checked
 from distill.recipe import CostCfg
-from distill.runs import Run
+from distill.runs import RunDir
 
 RELATIVE = ("flops_per_image", "params", "latency_ms", "images_per_s")
 
@@ -51,7 +52,7 @@ def _ort_session(path: Path) -> Any:
 
 
 def measure_costs(
-    runs: list[Run], image_shape: tuple[int, ...], cfg: CostCfg, out: Path, baseline: str | None
+    runs: list[RunDir], image_shape: tuple[int, ...], cfg: CostCfg, out: Path, baseline: str | None
 ) -> tuple[dict[str, dict], list[str]]:
     """``{model key: cost}`` for every run and notes; ONNX files go to ``out/onnx/<key>.onnx``.
 
@@ -62,43 +63,73 @@ def measure_costs(
     g = torch.Generator().manual_seed(0)
     inputs = {b: torch.rand(b, *image_shape, generator=g) for b in batches}
     cases: dict[str, Callable[[], object]] = {}
-    results: dict[str, dict] = {}
-    for run in runs:
-        # the module as a user loads it from the export: contiguous, whatever layout the report predicted in
-        model = copy.deepcopy(run.model).to(cpu, memory_format=torch.contiguous_format).eval()
-        net = UncertaintyDeployable(model, run.info.get("spec", {})).eval()
-        weights = run.path / "model.safetensors"
-        with torch.no_grad():
-            flops = count_flops(lambda net=net: net(inputs[batches[0]][:1]))
-        entry: dict[str, Any] = {
-            "params": sum(p.numel() for p in model.parameters()),
-            "disk_bytes": weights.stat().st_size if weights.is_file() else None,
-            "flops_per_image": flops,
-            "torch": {},
-            "onnx": None,
-            "onnx_check": None,
-        }
-        for b, x in inputs.items():
+    results = {run.key: _run_entry(run, inputs, cfg, out, cases, notes) for run in runs}
+    _fill_timings(results, interleaved(cases, cpu, cfg.reps, cfg.warmup), batches, baseline)
+    meta = {
+        "threads": torch.get_num_threads(),
+        "device": "cpu",
+        "reps": cfg.reps,
+        "warmup": cfg.warmup,
+        "batches": batches,
+        "latency_batch": batches[0],
+        "throughput_batch": batches[-1],
+        "baseline": baseline if baseline in results else None,
+    }
+    return {"config": meta, "models": results}, notes
 
-            def run_torch(net=net, x=x) -> None:
-                with torch.no_grad():
-                    net(x)
 
-            cases[f"torch/{run.key}/{b}"] = run_torch
-        if cfg.onnx:
-            path = out / "onnx" / f"{run.key}.onnx"
-            try:
-                entry["onnx_check"] = export_onnx_checked(model, run.info.get("spec", {}), inputs[batches[0]], path)
-                sess = _ort_session(path)
-                feed = sess.get_inputs()[0].name
-                entry["onnx"] = {"file": str(path.relative_to(out)), "bytes": path.stat().st_size}
-                for b, x in inputs.items():
-                    arr = x.numpy()
-                    cases[f"onnx/{run.key}/{b}"] = lambda sess=sess, feed=feed, arr=arr: sess.run(None, {feed: arr})
-            except Exception as err:  # an export failure is reported, not fatal to the report
-                notes.append(f"{run.key}: no ONNX timing ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
-        results[run.key] = entry
-    times = interleaved(cases, cpu, cfg.reps, cfg.warmup)
+def _run_entry(
+    run: RunDir,
+    inputs: dict[int, Tensor],
+    cfg: CostCfg,
+    out: Path,
+    cases: dict[str, Callable[[], object]],
+    notes: list[str],
+) -> dict[str, Any]:
+    """One run's cost entry without its timings (parameters, size on disk, FLOPs, the ONNX file); its timed
+    calls are added to ``cases`` under ``runtime/key/batch``, so every model's are interleaved with the others'."""
+    # the module as a user loads it from the export: contiguous, whatever layout the report predicted in
+    model = copy.deepcopy(run.model).to(torch.device("cpu"), memory_format=torch.contiguous_format).eval()
+    net = UncertaintyDeployable(model, run.info.get("spec", {})).eval()
+    weights = run.path / "model.safetensors"
+    first = inputs[min(inputs)]
+    with torch.no_grad():
+        flops = count_flops(lambda net=net: net(first[:1]))
+    entry: dict[str, Any] = {
+        "params": sum(p.numel() for p in model.parameters()),
+        "disk_bytes": weights.stat().st_size if weights.is_file() else None,
+        "flops_per_image": flops,
+        "torch": {},
+        "onnx": None,
+        "onnx_check": None,
+    }
+    for b, x in inputs.items():
+
+        def run_torch(net=net, x=x) -> None:
+            with torch.no_grad():
+                net(x)
+
+        cases[f"torch/{run.key}/{b}"] = run_torch
+    if cfg.onnx:
+        path = out / "onnx" / f"{run.key}.onnx"
+        try:
+            entry["onnx_check"] = export_onnx_checked(model, run.info.get("spec", {}), first, path)
+            sess = _ort_session(path)
+            feed = sess.get_inputs()[0].name
+            entry["onnx"] = {"file": str(path.relative_to(out)), "bytes": path.stat().st_size}
+            for b, x in inputs.items():
+                arr = x.numpy()
+                cases[f"onnx/{run.key}/{b}"] = lambda sess=sess, feed=feed, arr=arr: sess.run(None, {feed: arr})
+        except Exception as err:  # an export failure is reported, not fatal to the report
+            notes.append(f"{run.key}: no ONNX timing ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
+    return entry
+
+
+def _fill_timings(
+    results: dict[str, dict], times: dict[str, list[float]], batches: list[int], baseline: str | None
+) -> None:
+    """The timings into each entry, its latency (smallest batch) and throughput (largest), and the ratios to
+    ``baseline``'s."""
     for key, t in times.items():
         runtime, model_key, b = key.split("/")
         entry = results[model_key]
@@ -114,14 +145,3 @@ def measure_costs(
         base = results[baseline]
         for entry in results.values():
             entry["relative"] = {k: entry[k] / base[k] if base[k] else None for k in RELATIVE}
-    meta = {
-        "threads": torch.get_num_threads(),
-        "device": "cpu",
-        "reps": cfg.reps,
-        "warmup": cfg.warmup,
-        "batches": batches,
-        "latency_batch": batches[0],
-        "throughput_batch": batches[-1],
-        "baseline": baseline if baseline in results else None,
-    }
-    return {"config": meta, "models": results}, notes

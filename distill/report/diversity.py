@@ -14,20 +14,19 @@ For every similarity, lower means more diverse.
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from distill.data.subsets import eval_subset
 from distill.metrics import attribution_similarity, mean_pairwise_cka, prediction_diversity
-from distill.models.contract import missing_features
-from distill.models.ensemble import Ensemble, eval_mode
-from distill.models.hydra import Hydra
+from distill.models.contract import DistillModel, missing_features
+from distill.models.ensemble import eval_mode
 from distill.report.predictions import Predictions
 from distill.saliency import gradcam, mean_cam_similarity
 
 ATTRIBUTION_TARGET = "d(true-class logit)/d(input), input in [0, 1] pixels"
 
 
-def true_class_input_gradients(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
+def true_class_input_gradients(model: DistillModel, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
     """``(M, N, C, H, W)``: each member's gradient of its true-class logit with respect to its own copy of
     the uint8 images ``x`` (scaled to [0, 1]), in eval mode."""
     device = next(model.parameters()).device
@@ -45,7 +44,7 @@ def true_class_input_gradients(model: nn.Module, x: Tensor, y: Tensor, batch_siz
 
 
 def diversity(
-    model: nn.Module, preds: Predictions, x: Tensor, y: Tensor, n: int, batch_size: int, seed: int = 0
+    model: DistillModel, preds: Predictions, x: Tensor, y: Tensor, n: int, batch_size: int, seed: int = 0
 ) -> tuple[dict, list]:
     """The diversity measures of ``model`` (test images ``x``, labels ``y``; the image measures on ``n`` of them
     drawn with ``seed``) and notes on what was skipped."""
@@ -60,7 +59,7 @@ def diversity(
     if featureless is not None:  # a user's module without a conv layer (distill.models.contract)
         out["cam_similarity"] = None
         notes.append(f"{type(model).__name__}: no Grad-CAM similarity: {featureless}.")
-    elif isinstance(model, (Ensemble, Hydra)):  # a Hydra head's CAM map is its own tensor (or the body's, shared)
+    elif model.separable_cams:
         out["cam_similarity"] = mean_cam_similarity(model, xs, ys, batch_size)
     else:
         out["cam_similarity"] = None
@@ -77,7 +76,7 @@ def diversity(
     return out, notes
 
 
-def member_cams(model: Ensemble, x: Tensor, y: Tensor) -> tuple[list[Tensor], Tensor]:
+def member_cams(model: DistillModel, x: Tensor, y: Tensor) -> tuple[list[Tensor], Tensor]:
     """Each member's Grad-CAM ``(N, h, w)`` for the true classes of uint8 images ``x``, and the ensemble's
     predicted classes ``(N,)`` (eval mode)."""
     device = next(model.parameters()).device

@@ -13,7 +13,6 @@ from typing import Any
 from distill.data import Splits
 from distill.data.subsets import eval_subset
 from distill.models.contract import missing_features
-from distill.models.ensemble import Ensemble
 from distill.recipe import EvalCfg
 from distill.report import figures
 from distill.report.diversity import member_cams
@@ -92,8 +91,8 @@ def _corruption(c: Context, path: Path) -> str | None:
 def _cam_grid(c: Context, path: Path) -> str | None:
     teacher = c.runs.teacher.model
     n = min(c.cfg.cam_images, len(c.splits.test_y))
-    if n <= 0 or not isinstance(teacher, Ensemble):
-        return "no Grad-CAM grid (evaluate.cam_images is 0, or the teacher is not a plain ensemble)."
+    if n <= 0 or not teacher.separable_cams:
+        return "no Grad-CAM grid (evaluate.cam_images is 0, or the teacher's member CAMs are not separable)."
     if (featureless := missing_features(teacher)) is not None:
         return f"no Grad-CAM grid: {featureless}."
     idx = eval_subset(c.splits.test_y, n, c.cfg.subset_seed)  # the split may be class-sorted: never its first n

@@ -9,11 +9,11 @@ its slice of the ensemble's cache, so the members' metrics cost no extra forward
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from distill.data.batches import eval_batches
 from distill.metrics import log_mean_exp
-from distill.models.batchensemble import BatchEnsemble, BELinear
+from distill.models.contract import DistillModel
 from distill.models.ensemble import eval_mode
 from distill.predict import predict_logits, rows_per_batch
 from distill.students.readout import MEMBERS, Readout
@@ -33,7 +33,7 @@ class Predictions:
     """The cached member logits ``(M, N, K)`` of one model, by set key; ``readout``: how its kind's logits are read
     (uncertainties, OOD scores; :mod:`distill.students.readout`)."""
 
-    def __init__(self, model: nn.Module, batch_size: int, device: torch.device, readout: Readout = MEMBERS) -> None:
+    def __init__(self, model: DistillModel, batch_size: int, device: torch.device, readout: Readout = MEMBERS) -> None:
         self.model, self.batch_size, self.device, self.readout = model, batch_size, device, readout
         self._cache: dict[str, Tensor] = {}
         self._features: list[Tensor] | None = None
@@ -72,23 +72,13 @@ class MemberPredictions:
         return self.parent.logits(key, x)[self.m : self.m + 1]
 
 
-def _last_linear(module: nn.Module) -> nn.Module:
-    """The last linear layer: a BatchEnsemble ``BELinear`` (whose wrapped ``nn.Linear`` is never called), or the
-    last ``nn.Linear``."""
-    wrapped = [m for m in module.modules() if isinstance(m, BELinear)]
-    plain = [m for m in module.modules() if isinstance(m, nn.Linear)]
-    if not (wrapped or plain):
-        raise ValueError(f"{type(module).__name__} has no linear layer to take features from")
-    return (wrapped or plain)[-1]
-
-
 @torch.no_grad()
-def penultimate_features(model: nn.Module, x: Tensor, batch_size: int, device: torch.device) -> list[Tensor]:
+def penultimate_features(model: DistillModel, x: Tensor, batch_size: int, device: torch.device) -> list[Tensor]:
     """The input of each member's last linear layer on uint8 images ``x``: ``M`` tensors ``(N, D_m)`` (CPU),
-    captured with forward pre-hooks. A BatchEnsemble runs its members as one tiled batch through one head, whose
-    input ``(M * B, D)`` is cut into the members' rows."""
-    tiled = isinstance(model, BatchEnsemble)
-    layers = [_last_linear(model.net)] if tiled else [_last_linear(m) for m in model.members]
+    captured with forward pre-hooks. A kind that tiles its input (a BatchEnsemble) runs its members as one batch
+    through one head, whose input ``(M * B, D)`` is cut into the members' rows."""
+    tiled = model.tiles_input
+    layers = model.last_linears()
     seen: list[list[Tensor]] = [[] for _ in layers]
 
     def hook(i: int):

@@ -24,7 +24,7 @@ from distill.checkpoint import read_model_info, require_role, weights_sha256
 from distill.data import Splits
 from distill.data.identity import data_differences
 from distill.recipe import Recipe, recipe_from_dict
-from distill.runs import Run, load_run, recipe_data, run_splits
+from distill.runs import RunDir, load_run, recipe_data, run_splits
 
 RESERVED = ("members", "single", "teacher")  # model keys the report uses itself
 
@@ -73,16 +73,16 @@ def check_provenance(path: Path, info: dict, source: Path, source_sha256: str, f
 
 @dataclass
 class Runs:
-    teacher: Run
-    single: Run | None
-    students: list[Run]
+    teacher: RunDir
+    single: RunDir | None
+    students: list[RunDir]
     recipe: Recipe  # the teacher's
     splits: Splits
-    controls: list[Run] = field(default_factory=list)
+    controls: list[RunDir] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what loading could not check, for the report's notes
 
     @property
-    def all(self) -> list[Run]:
+    def all(self) -> list[RunDir]:
         return [self.teacher, *([self.single] if self.single else []), *self.controls, *self.students]
 
 

@@ -27,9 +27,3 @@ def summary_row(entry: dict[str, Any]) -> dict[str, float | None]:
             for sev, v in corruption["severity"].items():
                 row[f"corruption_{measure}/s{sev}"] = v[measure]
     return row
-
-
-def top_severity(report: dict[str, Any]) -> str | None:
-    """The largest severity swept (as a string key), or None when the sweep was off."""
-    sevs = report["corruptions"]["severities"]
-    return str(max(sevs)) if sevs and report["corruptions"]["names"] else None

@@ -1,9 +1,13 @@
 """Student kinds: the seam through which training, the report and export treat every kind of student alike.
 
-A kind is one small file here that registers up to two things:
+A kind is one small file (here, or a user's: ``tests/test_one_file_extension.py`` is one) that registers up to three
+things:
 
 * a :class:`StudentKind` under the recipe's ``students[].kind``: how to build the student's model spec from the
   recipe and the teacher's size, and its objective (with typed ``students[].options``, checked key by key);
+* a model kind (:func:`distill.models.register_kind`) where its network is not one the package builds already: a
+  :class:`~distill.models.contract.DistillModel`, whose declared members tell training, prediction and the report
+  how it runs;
 * a :class:`~distill.students.readout.Readout` under the model spec's ``kind``, where its outputs are not
   plain member logits: how to read the model's output ``logits (M, B, K)`` as a predictive distribution,
   uncertainty scores (total, data, knowledge) and OOD scores, and what its exported file outputs.
@@ -20,10 +24,10 @@ from typing import Any
 
 from torch import nn
 
-from distill import UserError, unknown
 from distill.objectives.base import Objective
 from distill.perturb.base import Perturbation
-from distill.recipe import StudentCfg, build
+from distill.recipe import StudentCfg
+from distill.registry import Registry, discover
 from distill.students.readout import MEMBERS, READOUTS, Readout, readout_for, register_readout
 
 SpecFn = Callable[[StudentCfg, Any, int], dict]  # (recipe section, its options, teacher size) -> model spec
@@ -38,25 +42,17 @@ class StudentKind:
     options: type | None = None  # a frozen dataclass of the kind's ``options``; None: the kind takes none
 
 
-STUDENT_KINDS: dict[str, StudentKind] = {}
+STUDENT_KINDS: Registry[StudentKind] = Registry("student kind")
 
 
 def register_student(kind: StudentKind) -> StudentKind:
-    STUDENT_KINDS[kind.name] = kind
-    return kind
+    return STUDENT_KINDS.register(kind.name, kind, params=kind.options)
 
 
 def student_kind(cfg: StudentCfg) -> tuple[StudentKind, Any]:
     """The registered kind of a recipe's student section and its options, built and checked."""
-    if cfg.kind not in STUDENT_KINDS:
-        raise unknown("student kind", "", cfg.kind, STUDENT_KINDS)
-    kind = STUDENT_KINDS[cfg.kind]
-    opts = getattr(cfg, "options", {}) or {}
-    if kind.options is None:
-        if opts:
-            raise UserError(f"students[{cfg.name}].options: the '{cfg.kind}' kind takes no options, got {opts}")
-        return kind, None
-    return kind, build(kind.options, opts, f"students[{cfg.name}].options")
+    kind = STUDENT_KINDS.lookup(cfg.kind, f"students[{cfg.name}].kind")
+    return kind, STUDENT_KINDS.build_params(cfg.kind, cfg.options, f"students[{cfg.name}].options")
 
 
 def student_spec(cfg: StudentCfg, teacher_size: int) -> dict:
@@ -83,5 +79,4 @@ __all__ = [
     "student_spec",
 ]
 
-# registers the kinds
-from distill.students import batchensemble, dirichlet, hydra, single  # noqa: E402, F401
+discover(__name__, __path__)  # each kind's file registers itself

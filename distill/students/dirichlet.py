@@ -45,13 +45,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from distill import UserError
 from distill.metrics import central_smoothing, digamma_series, dirichlet_nll, dirichlet_uncertainty
 from distill.objectives.base import Objective, Terms
 from distill.objectives.student import KD
 from distill.objectives.teacher import member_ce
 from distill.perturb.base import Perturbation
-from distill.recipe import StudentCfg
+from distill.recipe import FRACTION, StudentCfg, floats, ranged
 from distill.students import StudentKind, register_student
 from distill.students.readout import ENSEMBLE_ONLY, Readout, register_readout
 
@@ -62,12 +61,12 @@ beyond what training produces."""
 
 @dataclass(frozen=True)
 class DirichletOptions:
-    t_start: float = 10.0  # initial annealing temperature
-    anneal_fraction: float = 0.5  # fraction of training over which T falls to 1
+    t_start: float = ranged(floats(1.0), 10.0)  # initial annealing temperature
+    anneal_fraction: float = ranged(floats(0.0, 1.0), 0.5)  # fraction of training over which T falls to 1
     # Central smoothing of the members' probabilities. The authors' code uses 1e-7 (images) and 1e-3 (fairseq);
     # 1e-4 keeps log(pi) >= about -9.2 for K = 10, enough to stop a member's near-zero probability from
     # dominating the NLL, while moving each probability by at most 1e-4.
-    smoothing: float = 1e-4
+    smoothing: float = ranged(FRACTION, 1e-4)
 
 
 def annealed_temperature(progress: float, t_start: float, anneal_fraction: float) -> float:
@@ -82,12 +81,6 @@ class EnD2(KD):
     """The EnD² objective (module docstring); the perturbation flow is :class:`~distill.objectives.student.KD`'s."""
 
     def __init__(self, teacher: nn.Module, perturb: Perturbation, alpha: float, options: DirichletOptions) -> None:
-        if options.t_start < 1.0:
-            raise UserError(f"dirichlet options.t_start: expected a temperature >= 1, got {options.t_start}")
-        if not 0.0 <= options.anneal_fraction <= 1.0:
-            raise UserError(f"dirichlet options.anneal_fraction: expected [0, 1], got {options.anneal_fraction}")
-        if not 0.0 <= options.smoothing < 1.0:
-            raise UserError(f"dirichlet options.smoothing: expected [0, 1), got {options.smoothing}")
         super().__init__(teacher, perturb, alpha, options.t_start)
         self.options = options
         self.progress = 0.0

@@ -26,11 +26,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from distill import UserError
 from distill.objectives.base import Objective, Terms
 from distill.objectives.student import KD, kd_loss
 from distill.perturb.base import Perturbation
-from distill.recipe import StudentCfg
+from distill.recipe import FRACTION, StudentCfg, ranged
 from distill.students import StudentKind, register_student
 
 
@@ -38,7 +37,7 @@ from distill.students import StudentKind, register_student
 class HydraOptions:
     split: str | None = None
     head_width: float = 1.0
-    hinton_phase: float = 0.0
+    hinton_phase: float = ranged(FRACTION, 0.0)
     head_lr_scale: float = 1.0
 
 
@@ -49,8 +48,6 @@ class HydraKD(KD):
         self, teacher: nn.Module, perturb: Perturbation, alpha: float, temperature: float, hinton_phase: float
     ) -> None:
         super().__init__(teacher, perturb, alpha, temperature)
-        if not 0.0 <= hinton_phase < 1.0:
-            raise UserError(f"hydra options.hinton_phase: expected a fraction in [0, 1), got {hinton_phase}")
         self.hinton_phase = hinton_phase
         self.progress = 0.0
 

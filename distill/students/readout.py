@@ -22,6 +22,7 @@ from collections.abc import Callable
 from torch import Tensor
 
 from distill.metrics import ENSEMBLE_ONLY, OOD_SCORES, entropy, log_mean_exp
+from distill.registry import Registry
 
 """Scores constant for one network (the members' mutual information is 0): None for M = 1 unless a readout
 provides them."""
@@ -68,12 +69,12 @@ class Readout:
 
 
 MEMBERS = Readout()
-READOUTS: dict[str, Readout] = {}
+READOUTS: Registry[Readout] = Registry("readout")  # model spec kind -> its readout (one instance)
 
 
 def register_readout(spec_kind: str) -> Callable[[type[Readout]], type[Readout]]:
     def deco(cls: type[Readout]) -> type[Readout]:
-        READOUTS[spec_kind] = cls()
+        READOUTS.register(spec_kind, cls())
         return cls
 
     return deco

@@ -67,33 +67,41 @@ def sdde_breakdown(cfg: BenchConfig, device: torch.device) -> dict:
     mode = base.resolved_mode(device)
     x, y = step_batch(cfg, cfg.members)
     batch = Batch(x, y)
-    result: dict[str, dict[str, float]] = {}
-    for name in ("de", "sdde"):
-        phases = Phases(device)
-        model = _TimedModel(clone(base, mode), phases)
-        objective = bench_objective(name, cfg)
-        opt = sgd_optimizer(model)
-        model.train()
+    d = _phase_medians("de", clone(base, mode), batch, cfg, device)
+    s = _phase_medians("sdde", clone(base, mode), batch, cfg, device)
+    return _breakdown(s, d, mode)
 
-        def step(model=model, objective=objective, opt=opt, phases=phases) -> None:
-            with phases.phase("objective"):
-                loss, _ = objective(model, batch)
-            with phases.phase("backward"):
-                loss.backward()
-            with phases.phase("optimizer"):
-                opt.step()
-                opt.zero_grad(set_to_none=True)
 
-        with _timed_saliency(phases):
-            for _ in range(cfg.warmup):
-                step()
-            phases.laps.clear()
-            phases.current = {}
-            for _ in range(cfg.reps):
-                step()
-                phases.lap()
-        result[name] = phases.medians_ms()
-    s, d = result["sdde"], result["de"]
+def _phase_medians(name: str, net: nn.Module, batch: Batch, cfg: BenchConfig, device: torch.device) -> dict[str, float]:
+    """Median ms of each phase of objective ``name``'s training step on ``net``, after ``cfg.warmup`` steps."""
+    phases = Phases(device)
+    model = _TimedModel(net, phases)
+    objective = bench_objective(name, cfg)
+    opt = sgd_optimizer(model)
+    model.train()
+
+    def step() -> None:
+        with phases.phase("objective"):
+            loss, _ = objective(model, batch)
+        with phases.phase("backward"):
+            loss.backward()
+        with phases.phase("optimizer"):
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    with _timed_saliency(phases):
+        for _ in range(cfg.warmup):
+            step()
+        phases.laps.clear()
+        phases.current = {}
+        for _ in range(cfg.reps):
+            step()
+            phases.lap()
+    return phases.medians_ms()
+
+
+def _breakdown(s: dict[str, float], d: dict[str, float], mode: str) -> dict:
+    """The SDDE step's phases (``s``) and its parts, the training path's backward estimated by DE's (``d``)."""
     inner = sum(s.get(k, 0.0) for k in ("train_forward", "diversity_forward", "gradcam", "cam_similarity"))
     phases_ms = {
         "train_forward": s["train_forward"],

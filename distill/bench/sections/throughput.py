@@ -57,8 +57,8 @@ def inference(cfg: BenchConfig, device: torch.device) -> dict:
 
 def epoch(cfg: BenchConfig, device: torch.device, data_root: Path | None) -> dict:
     """One epoch of the teacher recipe (SDDE) through :func:`distill.loop.fit`, in a throw-away directory."""
-    from distill.loop import FitSetup, fit
-    from distill.recipe import recipe_from_dict
+    from distill.loop import FitSetup, RunInfo, fit
+    from distill.recipe import recipe_from_dict, to_dict
 
     splits, source, data_cfg = epoch_splits(cfg, data_root)
     tree = {
@@ -81,7 +81,8 @@ def epoch(cfg: BenchConfig, device: torch.device, data_root: Path | None) -> dic
     from distill.models import build_model, ensemble_spec
 
     torch.manual_seed(0)
-    model = build_model(ensemble_spec(cfg.epoch_arch, cfg.epoch_members), splits.meta)
+    spec = ensemble_spec(cfg.epoch_arch, cfg.epoch_members)
+    model = build_model(spec, splits.meta)
     objective = objective_from_recipe(recipe.teacher.objective, "teacher.objective")[0]
     with tempfile.TemporaryDirectory() as tmp:
         setup = FitSetup(
@@ -91,7 +92,7 @@ def epoch(cfg: BenchConfig, device: torch.device, data_root: Path | None) -> dic
             train=recipe.teacher.train,
             run=recipe.run,
             seed=0,
-            info={"role": "bench"},
+            info=RunInfo("bench", spec, splits.meta.to_json(), 0, to_dict(recipe)),
         )
         summary = fit(model, objective, setup)
     seconds = summary["epoch_times_s"][0]

@@ -11,11 +11,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from distill import UserError, unknown
+from distill import UserError
 from distill.data.corruptions._ops import Draws, image_seed
+from distill.registry import Registry
 
 CorruptionFn = Callable[[Tensor, int, Draws], Tensor]
-CORRUPTIONS: dict[str, CorruptionFn] = {}
+CORRUPTIONS: Registry[CorruptionFn] = Registry("")  # "corruption: unknown 'rain'; ..." says what it is
 SEVERITIES = (1, 2, 3, 4, 5)
 # CIFAR-10-C's 15 benchmark corruptions, in its order: the default everywhere.
 BENCHMARK = (
@@ -27,24 +28,17 @@ EXTRAS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 
 
 def register_corruption(name: str) -> Callable[[CorruptionFn], CorruptionFn]:
-    def deco(fn: CorruptionFn) -> CorruptionFn:
-        CORRUPTIONS[name] = fn
-        return fn
-
-    return deco
+    return CORRUPTIONS.register(name)
 
 
 # Corruptions that can instead draw from the reference's own photos, given a directory of them (frost):
 # ``fn(x, severity, draws, directory)``. Registered by the module that defines them, so this one imports none.
-PHOTO_VARIANTS: dict[str, Callable[[Tensor, int, Draws, str | Path], Tensor]] = {}
+PhotoFn = Callable[[Tensor, int, Draws, str | Path], Tensor]
+PHOTO_VARIANTS: Registry[PhotoFn] = Registry("photo variant")
 
 
-def register_photo_variant(name: str) -> Callable:
-    def deco(fn: Callable[[Tensor, int, Draws, str | Path], Tensor]) -> Callable:
-        PHOTO_VARIANTS[name] = fn
-        return fn
-
-    return deco
+def register_photo_variant(name: str) -> Callable[[PhotoFn], PhotoFn]:
+    return PHOTO_VARIANTS.register(name)
 
 
 def corrupt(
@@ -64,15 +58,13 @@ def corrupt(
     holding CIFAR-10-C's frost photos (``frost1.png`` .. ``frost5.jpg``); ``frost`` then overlays crops of them
     as the reference does, instead of the procedural texture.
     """
-    if name not in CORRUPTIONS:
-        raise unknown("corruption", "", name, CORRUPTIONS)
+    fn = CORRUPTIONS.lookup(name, "corruption")
     if isinstance(severity, bool) or int(severity) != severity or not 1 <= severity <= 5:
         raise UserError(f"corruption '{name}': severity must be an integer in 1..5, got {severity!r}")
     if x.dtype != torch.uint8 or x.dim() != 4:
         raise ValueError(f"corrupt: expected uint8 images (B, C, H, W), got {tuple(x.shape)} {x.dtype}")
     if x.numel() == 0:
         return x.clone()
-    fn = CORRUPTIONS[name]
     if frost_images is not None and name in PHOTO_VARIANTS:
         variant = PHOTO_VARIANTS[name]
 

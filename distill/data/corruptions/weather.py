@@ -66,7 +66,7 @@ def snow(x: Tensor, severity: int, g: Draws) -> Tensor:
 
 # One row per photo the reference draws from (frost1 .. frost5: its randint(5) never picks frost6; frost2 and
 # frost3 hold the same pixels), measured on every 32x32 crop of the photo shrunk by 0.2 as the reference shrinks
-# it (``python tools/frost_stats.py DIR --fit`` prints these rows). Columns: mean RGB of a crop; the spread
+# it (``python experiments/frost_stats.py DIR --fit`` prints these rows). Columns: mean RGB of a crop; the spread
 # (std) of crop means across crops, per channel; the mean std of a crop's luma ("contrast") and the std of its
 # log; the channel gains (each channel's mean within-crop std over the contrast); the crop's radial power
 # spectrum as ``P(r) = r^-beta + floor``, r in cycles per crop width, fitted so that crops of the synthesised

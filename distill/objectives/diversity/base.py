@@ -16,10 +16,9 @@ from typing import Any
 
 import torch
 
-from distill import unknown
 from distill.objectives.base import Terms
 from distill.parallel import MemberSpread
-from distill.recipe import build
+from distill.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -70,21 +69,17 @@ class DiversityTerm:
         raise NotImplementedError
 
 
-@dataclass(frozen=True)
-class TermEntry:
-    params: type  # a frozen dataclass of the term's options
-    make: Callable[[Any], DiversityTerm]
-
-
-DIVERSITY_TERMS: dict[str, TermEntry] = {}
+# name -> make(params) -> term, each with its params dataclass
+DIVERSITY_TERMS: Registry[Callable[[Any], DiversityTerm]] = Registry("diversity term")
 
 
 def register_term(name: str, params: type) -> Callable:
-    def deco(make: Callable[[Any], DiversityTerm]) -> Callable[[Any], DiversityTerm]:
-        DIVERSITY_TERMS[name] = TermEntry(params, make)
-        return make
+    return DIVERSITY_TERMS.register(name, params=params)
 
-    return deco
+
+def term_name(term: DiversityTerm) -> str:
+    """The name ``term`` was registered under (its class's name if it was built otherwise), for messages."""
+    return next((n for n, make in DIVERSITY_TERMS.items() if make is type(term)), type(term).__name__)
 
 
 def resolve_terms(specs: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
@@ -93,9 +88,8 @@ def resolve_terms(specs: list[dict[str, Any]], key: str) -> list[dict[str, Any]]
     for i, spec in enumerate(specs):
         spec = dict(spec)
         name = spec.pop("name", None)
-        if name not in DIVERSITY_TERMS:
-            raise unknown(f"recipe key '{key}.{i}.name'", "diversity term", name, DIVERSITY_TERMS)
-        out.append({"name": name, **asdict(build(DIVERSITY_TERMS[name].params, spec, f"{key}.{i}"))})
+        DIVERSITY_TERMS.entry(name, f"recipe key '{key}.{i}.name'")
+        out.append({"name": name, **asdict(DIVERSITY_TERMS.build_params(name, spec, f"{key}.{i}"))})
     return out
 
 
@@ -104,6 +98,6 @@ def make_terms(resolved: list[dict[str, Any]]) -> list[DiversityTerm]:
     terms = []
     for spec in resolved:
         spec = dict(spec)
-        entry = DIVERSITY_TERMS[spec.pop("name")]
-        terms.append(entry.make(entry.params(**spec)))
+        entry = DIVERSITY_TERMS.entry(spec.pop("name"), "diversity term")
+        terms.append(entry.value(entry.params(**spec)))
     return terms

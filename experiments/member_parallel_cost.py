@@ -1,7 +1,7 @@
 """What run.parallel: members saves and costs, in one invocation: per-process parameter + optimiser
 memory, and the training step time of the teacher spread over W processes vs one process.
 
-    PYTHONPATH=. python tools/member_parallel_cost.py [--recipe recipes/digits_sdde.yaml] [--world 2] [--rounds 2]
+    PYTHONPATH=. python experiments/member_parallel_cost.py [--recipe recipes/digits_sdde.yaml] [--world 2] [--rounds 2]
         [--set KEY=VALUE ...]
 
 1. memory: each process's share (distill/parallel.py: share_members) of the recipe's teacher, its parameters and

@@ -1,34 +1,36 @@
 """DE vs SDDE (or any teacher recipes) over several seeds: one table of means +- std.
 
-    python tools/teacher_study.py --recipes recipes/digits_de.yaml recipes/digits_sdde.yaml \
+    python experiments/teacher_study.py --recipes recipes/digits_de.yaml recipes/digits_sdde.yaml \
         --seeds 0 1 2 --out runs/study_digits --table results/teacher_digits.md
 
-Each (recipe, seed) trains into OUT/<recipe>/seed<k> (reused when finished, so an interrupted study
-continues). The table reports member and ensemble test accuracy, ensemble NLL, the mean pairwise CAM
-cosine similarity (the SDDE diversity measure: lower = more diverse saliency maps) and the median
-training time per epoch, and the time ratio of each recipe to the first.
+Each (recipe, seed) trains into OUT/<recipe>/seed<k> (reused when finished from the same recipe, so an
+interrupted study continues; a run trained from another recipe is refused). The table reports member and
+ensemble test accuracy, ensemble NLL, the mean pairwise CAM cosine similarity (the SDDE diversity measure:
+lower = more diverse saliency maps) and the median training time per epoch, and the time ratio of each recipe
+to the first.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distill.recipe import load_recipe
+from distill.resolve import load_checked
+from distill.reuse import Stage
+from distill.stages import run_stage
 from distill.train import train_ensemble
 
 
 def run(recipe_path: Path, seed: int, out: Path, overrides: list[str]) -> dict:
-    done = out / "summary.json"
-    if done.exists() and "test" in json.loads(done.read_text()):
-        return json.loads(done.read_text())
-    recipe = load_recipe(recipe_path, [f"seed={seed}", "run.progress=false", *overrides])
-    return train_ensemble(recipe, out, resume=(out / "state.safetensors").exists())
+    recipe = load_checked(str(recipe_path), [f"seed={seed}", "run.progress=false", *overrides])
+    stage = Stage(f"{recipe_path.stem}/seed{seed}", out, "teacher")
+    remedy = "use a new --out, or move the old run aside to train it again"
+    return run_stage(recipe, stage, partial(train_ensemble, recipe, out), out.parent.parent, remedy=remedy)
 
 
 def fmt(values: list[float], digits: int = 4) -> str:

@@ -1,7 +1,7 @@
 """Where the CIFAR-10 CPU teacher step goes, and whether packing the members into grouped convolutions helps
 (does bf16 autocast or channels-last beat today's CPU loop?). One thread, medians of interleaved timings after warm-up.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=. python tools/cpu_teacher_step.py
+    OMP_NUM_THREADS=1 PYTHONPATH=. python experiments/cpu_teacher_step.py
 
 1. the DE step of recipes/cifar10_cpu.yaml's teacher (4 x airnet_cpu, batch 128 per member, per-member batches,
    summed CE, SGD) with contiguous and with channels-last weights (the recipe's run.channels_last), and

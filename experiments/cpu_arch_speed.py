@@ -1,6 +1,6 @@
 """Training and inference throughput of candidate CPU CIFAR nets (the measurement behind airnet_cpu).
 
-    python tools/cpu_arch_speed.py THREADS BATCH [contiguous]      # e.g. 2 256
+    python experiments/cpu_arch_speed.py THREADS BATCH [contiguous]      # e.g. 2 256
 
 Median of 5 training steps after 2 warm-up steps; channels-last weights and inputs (``contiguous``: the default
 layout instead, for the channels-last comparison); random 32x32 inputs.

@@ -1,7 +1,7 @@
 """Statistics of CIFAR-10-C's frost photos, as the reference crops them, and of the synthetic frost texture.
 
-    python tools/frost_stats.py DIR            # DIR holds frost1.png .. frost5.jpg
-    python tools/frost_stats.py DIR --fit      # also refit each photo's spectrum (beta, floor)
+    python experiments/frost_stats.py DIR            # DIR holds frost1.png .. frost5.jpg
+    python experiments/frost_stats.py DIR --fit      # also refit each photo's spectrum (beta, floor)
 
 Per photo (shrunk by 0.2 as the reference's cv2.resize, every 32x32 crop the reference can draw): the numbers
 of ``_FROST_PROFILES`` in distill/data/corruptions/weather.py. Then the pooled targets (photos weighted
@@ -18,10 +18,17 @@ import argparse
 import numpy as np
 import torch
 
-from distill.data.corruptions import Draws, _frost_texture, image_seed, load_frost_photos
+from distill.data.corruptions import Draws, frost, image_seed, load_frost_photos
 
 GREY = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)
 SIZE = 32
+
+
+def synthetic_texture(n: int) -> torch.Tensor:
+    """``(n, 3, 32, 32)`` draws of the synthetic frost texture, through the public corruption: frost at severity 1
+    is ``1 x + 0.2 texture``, so on black images it is 0.2 times the texture (one draw per image seed)."""
+    black = torch.zeros((n, 3, SIZE, SIZE), dtype=torch.float64)
+    return frost(black, 1, Draws([image_seed(0, i) for i in range(n)])) / 0.2
 
 
 def crops_of(photo: torch.Tensor) -> torch.Tensor:
@@ -99,7 +106,7 @@ def main() -> None:
         pooled.append(c[torch.randperm(len(c), generator=torch.Generator().manual_seed(k))[:1000]])
     photo_crops = torch.cat(pooled)  # 1000 crops of each photo: the five weighted equally
     n = 2000
-    synthetic = _frost_texture(Draws([image_seed(0, i) for i in range(n)]), torch.zeros((n, 3, SIZE, SIZE))).double()
+    synthetic = synthetic_texture(n)
     print("\n| | photo crops | synthetic |\n|---|---|---|")
     a, b = moments(photo_crops), moments(synthetic)
     for key, label in [("mean", "mean RGB"), ("spread", "spread of crop means"), ("within", "within-crop std")]:

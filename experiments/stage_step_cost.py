@@ -1,7 +1,7 @@
 """Per-step cost of each pipeline stage (teacher objectives, students by perturbation, BatchEnsemble) as a
 ratio to one single-network step, measured in one process (ratios survive a noisy machine better than times).
 
-    PYTHONPATH=. python tools/stage_step_cost.py THREADS [ARCH] [MODE ...]     # e.g. 2 airnet_cpu
+    PYTHONPATH=. python experiments/stage_step_cost.py THREADS [ARCH] [MODE ...]     # e.g. 2 airnet_cpu
 
 Batch 128 (per member for the teachers), 4 members, 32x32 RGB, median of 6 steps after 2 warm-up steps.
 MODE (default: all four, one after the other in this process):

@@ -1,7 +1,7 @@
 """What the evaluation passes cost by memory layout and batch size: ``predict_logits`` (the loop's validation,
 the report's predictions) of a CIFAR-sized single network and BatchEnsemble on the CPU.
 
-    OMP_NUM_THREADS=2 PYTHONPATH=. python tools/eval_layout.py [ARCH] [--images N] [--reps R]
+    OMP_NUM_THREADS=2 PYTHONPATH=. python experiments/eval_layout.py [ARCH] [--images N] [--reps R]
 
 Random weights and images (the cost does not depend on them); eval mode; each case predicts the same N images;
 cases timed round-robin after one warm-up call each (distill.bench.timing.interleaved), medians. Prints ms per
