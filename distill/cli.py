@@ -125,6 +125,13 @@ def _add_aggregate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", dest="json_out", type=Path, help="the same numbers as JSON")
     p.add_argument("--title", help="the markdown's title")
     p.add_argument("--confidence", type=float, default=0.95, help="of every interval (default 0.95)")
+    p.add_argument(
+        "--against",
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help="also compare with this model of every run, e.g. control:self_kd (repeatable)",
+    )
     p.set_defaults(func=_cmd_aggregate)
 
 
@@ -340,7 +347,7 @@ def _cmd_aggregate(args: argparse.Namespace) -> int:
 
     if not 0.5 < args.confidence < 1:
         raise UserError(f"--confidence {args.confidence}: expected a number in (0.5, 1)")
-    print(write(aggregate(args.runs, args.confidence), args.out, args.json_out, args.title))
+    print(write(aggregate(args.runs, args.confidence, args.against), args.out, args.json_out, args.title))
     return 0
 
 

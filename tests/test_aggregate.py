@@ -108,3 +108,25 @@ def test_aggregate_refusals(tmp_path, capsys):
     assert mine.read_text() == "my notes\n" and "not overwritten" in capsys.readouterr().err
     assert main(["aggregate", str(tmp_path / "nowhere")]) == 2
     assert "no report.json" in capsys.readouterr().err
+
+
+def test_against_a_fixed_model_gives_its_differences_and_shares(tmp_path, capsys):
+    """--against control:x: the shares of the teacher's gain over that model, by hand; a model missing from a run,
+    or the reference itself, is refused naming the flag."""
+    runs = [
+        _report(tmp_path, "s0", {"single": 0.80, "control:x": 0.84, "teacher": 0.90, "kd": 0.88}),
+        _report(tmp_path, "s1", {"single": 0.82, "control:x": 0.85, "teacher": 0.91, "kd": 0.87}),
+        _report(tmp_path, "s2", {"single": 0.81, "control:x": 0.83, "teacher": 0.92, "kd": 0.89}),
+    ]
+    agg = aggregate(runs, against=["control:x"])
+    assert list(agg.versus) == ["single", "control:x"]
+    assert agg.versus["control:x"]["teacher"]["acc"].mean == pytest.approx((0.06 + 0.06 + 0.09) / 3)
+    share = agg.shares["control:x"]["kd"]["acc"].value
+    assert share == pytest.approx((0.04 + 0.02 + 0.06) / (0.06 + 0.06 + 0.09))
+    assert main(["aggregate", *map(str, runs), "--against", "control:x"]) == 0
+    assert "## Share of the teacher's mean gain kept, against control:x" in capsys.readouterr().out
+    lacking = _report(tmp_path, "s3", {"single": 0.8, "teacher": 0.9, "kd": 0.85})
+    for name, why in (("control:x", "not in"), ("single", "it is the reference already")):
+        assert main(["aggregate", *map(str, [*runs, lacking]), "--against", name]) == 2
+        err = capsys.readouterr().err
+        assert f"--against {name}: {why}" in err and err.count("\n") == 1

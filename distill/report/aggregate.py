@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -209,7 +210,10 @@ def union(lists: list[list[str]]) -> list[str]:
     return list(dict.fromkeys(n for names in lists for n in names))
 
 
-def aggregate(runs: list[Path], confidence: float = 0.95) -> Aggregate:
+def aggregate(runs: list[Path], confidence: float = 0.95, against: Sequence[str] = ()) -> Aggregate:
+    """The runs' reports together: every model's mean ± std, paired differences and gain shares against the
+    single network, each run's strongest control (chosen on its validation split, so it may differ between runs),
+    and each model named in ``against`` (one fixed model in every run, e.g. ``control:self_kd``)."""
     reports = load_reports(runs)
     refs = {r.comparisons.reference for r in reports}
     if len(refs) > 1:
@@ -223,6 +227,12 @@ def aggregate(runs: list[Path], confidence: float = 0.95) -> Aggregate:
     baselines = [reference]
     if any(r.comparisons.strongest for r in reports):
         baselines.append("strongest control")
+    for name in against:
+        missing = [str(run) for run, r in zip(runs, reports) if name not in r.comparisons.summary]
+        if name == reference or missing:
+            why = "it is the reference already" if name == reference else f"not in {missing[0]}"
+            raise UserError(f"--against {name}: {why}; expected a model of every run: {', '.join(models)}")
+        baselines.append(name)
     return Aggregate(
         runs=[str(r) for r in runs],
         dataset=reports[0].data["name"],

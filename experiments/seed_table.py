@@ -1,0 +1,61 @@
+"""One row per seed from each seed's report.json: the teacher's gain over the single network and over the
+strongest control, and each student's share of both, every number with its report's paired bootstrap interval.
+
+    python experiments/seed_table.py results/cifar10_cpu_power/s*/report.json [--metrics acc cnll]
+
+The seeds' aggregate (mean ± std, t-intervals over seeds, Fieller shares) is ``distill aggregate``; this is the
+per-seed view beside it (results/cifar10_cpu_power/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _diff(cell: dict[str, Any] | None) -> str:
+    if not cell:
+        return "-"
+    lo, hi = cell["ci"]
+    return f"{cell['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def _share(cell: dict[str, Any] | None) -> str:
+    if not cell or cell.get("value") is None:
+        return "-"
+    lo, hi = cell["ci"]
+    return f"{cell['value']:.0%} [{lo:.0%}, {hi:.0%}]"
+
+
+def rows(path: Path, metrics: list[str]) -> list[str]:
+    report = json.loads(path.read_text())
+    iv = report["intervals"]
+    strongest = next((k for k in iv["versus"] if k != "single"), None)
+    seed = path.parent.name
+    out = []
+    for base in ["single", strongest] if strongest else ["single"]:
+        teacher = iv["versus"][base].get("teacher", {})
+        shares = iv["shares"].get(base, {})
+        cells = [_diff(teacher.get(m)) for m in metrics]
+        for student, by_metric in shares.items():
+            cells += [f"{student}: " + ", ".join(_share(by_metric.get(m)) for m in metrics)]
+        out.append(f"| {seed} | {base} | " + " | ".join(cells) + " |")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("reports", nargs="+", type=Path)
+    ap.add_argument("--metrics", nargs="+", default=["acc", "cnll"])
+    args = ap.parse_args()
+    head = [f"teacher - base, {m}" for m in args.metrics] + [f"student's share ({', '.join(args.metrics)})"]
+    print("| seed | base | " + " | ".join(head) + " |")
+    print("|---|---|" + "---:|" * len(head))
+    for p in args.reports:
+        print("\n".join(rows(p, args.metrics)))
+
+
+if __name__ == "__main__":
+    main()
