@@ -2,7 +2,7 @@
 much more after one step of a perturbation?
 
     PYTHONPATH=. python experiments/clean_disagreement.py RUN_DIR [RUN_DIR ...] [--images 2000] [--seed 0]
-        [--perturb ods confods] [--out FILE.json]
+        [--perturb ods confods] [--last] [--out FILE.json]
 
 For each teacher run: the members' accuracy on the training images they were trained on (no augmentation), and on
 ``--images`` of them drawn class-stratified and seeded (never the first N): the members' pairwise label
@@ -10,6 +10,10 @@ disagreement and mutual information (nats) on the clean images, and on the same 
 perturbation, with the recipe's defaults (ODS / ConfODS: 1/255, Nam et al.'s official step). Diversity Matters
 (Nam et al. 2021) argues that members that fit their training data agree on clean training inputs, so distilling
 on them shows the student no diversity; the perturbation must find where they disagree.
+
+``--last``: the members of the run's last epoch (its ``state.safetensors``, kept for ``--resume``), not the epoch
+its validation selected: members that fit their training data are the end of a long schedule, which best-on-
+validation selection may not keep.
 """
 
 from __future__ import annotations
@@ -20,14 +24,18 @@ from pathlib import Path
 
 import torch
 
+from distill.checkpoint import load_tensors
 from distill.data.subsets import eval_subset
 from distill.perturb import label_disagreement, make_perturbation, mutual_information
 from distill.perturb.base import forward_no_grad
 from distill.runs import load_run, run_splits
 
 
-def measure(run_dir: Path, images: int, seed: int, perturbs: list[str], batch: int = 250) -> dict:
+def measure(run_dir: Path, images: int, seed: int, perturbs: list[str], last: bool = False, batch: int = 250) -> dict:
     run = load_run(run_dir)
+    if last:  # the last epoch's weights: the model's entries of the resume state, "model." stripped
+        state, meta = load_tensors(run_dir / "state.safetensors")
+        run.model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
     splits = run_splits(run.data)
     x_all, y_all = splits.train_x, splits.train_y
     fit = []
@@ -52,6 +60,7 @@ def measure(run_dir: Path, images: int, seed: int, perturbs: list[str], batch: i
     n = len(x)
     return {
         "run": str(run_dir),
+        "weights": f"last epoch ({int(meta['epoch']) + 1})" if last else "selected on validation",
         "members": int(per_member_acc.numel()),
         "train_images": len(x_all),
         "member_train_acc": [round(float(a), 4) for a in per_member_acc],
@@ -68,9 +77,10 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--perturb", nargs="*", default=["ods", "confods"])
+    ap.add_argument("--last", action="store_true", help="the last epoch's members, not the selected ones")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    rows = [measure(r, args.images, args.seed, args.perturb) for r in args.runs]
+    rows = [measure(r, args.images, args.seed, args.perturb, args.last) for r in args.runs]
     text = json.dumps(rows, indent=1)
     print(text)
     if args.out:
