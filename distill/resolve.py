@@ -26,13 +26,14 @@ def _check_ensemble(cfg: TeacherCfg, key: str) -> None:
 
 
 def _check_members(cfg: TeacherCfg, key: str) -> None:
-    """run.parallel: members: an objective that can read members on other processes. The processes per member and
-    the students are checked when their stage starts: `distill teacher` must not fail on the single network."""
+    """run.parallel: members: an objective that can read members on other processes, and at least one member per
+    launched process (``WORLD_SIZE``), before any data loads. A section of one network has nothing to spread: it
+    trains data-parallel under any world size (the loop says so)."""
     from distill.objectives import objective_from_recipe
     from distill.parallel import check_members_mode
 
     objective, _ = objective_from_recipe(cfg.objective, f"{key}.objective")
-    check_members_mode(cfg.members, getattr(objective, "member_parallel", False), key, world=1)
+    check_members_mode(cfg.members, objective.member_parallel, key, world=None if cfg.members > 1 else 1)
 
 
 def _check_student(cfg: StudentCfg, key: str) -> None:

@@ -73,6 +73,22 @@ def test_an_objective_without_gathers_is_refused_before_any_data_is_read(tmp_pat
     assert not (tmp_path / "r").exists()
 
 
+def test_more_launched_processes_than_members_is_refused_before_any_data_is_read(tmp_path, capsys, monkeypatch):
+    """WORLD_SIZE (set by the launcher) 8 for a teacher of 4 members: one line, exit 2, nothing written; the single
+    network of the same recipe (one member) is not refused: it trains data-parallel."""
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    sets = ["--set", "run.parallel=members"]
+    code = main(["teacher", "--recipe", str(ROOT / "recipes/digits.yaml"), "--out", str(tmp_path / "r"), *sets])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "8 processes for the 4 members of teacher" in err[0]
+    assert not (tmp_path / "r").exists()
+    from distill.resolve import _check_members
+
+    recipe = recipe_from_dict({"data": {"name": "digits"}, "teacher": {"arch": "tiny_cnn", "members": 1}})
+    _check_members(recipe.teacher, "single")  # one network: nothing to spread, no refusal
+
+
 def test_a_data_parallel_state_is_refused_by_a_members_resume():
     spread = MemberSpread(0, 2, 4, torch.device("cpu"), Share(0, 2, 0, 8))
     meta = {"optimizer": {"param_groups": [], "scalars": {}}, "parallel": {"mode": "data", "processes": 2}}
