@@ -45,16 +45,20 @@ def rows(path: Path, metrics: list[str]) -> list[str]:
     return out
 
 
+def table(reports: list[Path], metrics: list[str]) -> list[str]:
+    head = [f"teacher - base, {m}" for m in metrics] + [f"student's share ({', '.join(metrics)})"]
+    lines = ["| seed | base | " + " | ".join(head) + " |", "|---|---|" + "---:|" * len(head)]
+    for p in reports:
+        lines += rows(p, metrics)
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("reports", nargs="+", type=Path)
     ap.add_argument("--metrics", nargs="+", default=["acc", "cnll"])
     args = ap.parse_args()
-    head = [f"teacher - base, {m}" for m in args.metrics] + [f"student's share ({', '.join(args.metrics)})"]
-    print("| seed | base | " + " | ".join(head) + " |")
-    print("|---|---|" + "---:|" * len(head))
-    for p in args.reports:
-        print("\n".join(rows(p, args.metrics)))
+    print("\n".join(table(args.reports, args.metrics)))
 
 
 if __name__ == "__main__":

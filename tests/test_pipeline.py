@@ -237,3 +237,41 @@ def test_cifar10_cpu_script_runs_named_students_and_the_sdde_teacher(tmp_path):
         [*script, "--set", "students.0.alpha=0.5"], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert stale.returncode == 2 and "students.0.alpha" in stale.stderr, stale.stderr
+
+
+def test_sdde_vs_de_script_trains_each_arm_against_one_single_network(tmp_path):
+    """tools/sdde_vs_de.sh on digits at tiny size: each arm's teacher has its objective (the eval- and train-mode
+    SDDE diversity pass on separate batches, DE on the same batch handling), the single network is trained once and
+    reused by the next arm, a misspelt arm is refused before anything trains, and the collect step's tables pair
+    the arms of one seed."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "runs" / "s0"
+    sets = [a for s in [*TINY, "evaluate.corruptions=[]", "students=[]", "controls=[]"] for a in ("--set", s)]
+    env = {**os.environ, "PYTHON": sys.executable, "RECIPE": str(ROOT / "recipes/digits.yaml"), "OMP_NUM_THREADS": "1"}
+    script = [str(ROOT / "tools/sdde_vs_de.sh"), "0", str(out), *sets]
+    bad = subprocess.run(script, cwd=ROOT, env={**env, "ARMS": "de sdde_evl"}, capture_output=True, text=True)
+    assert bad.returncode == 2 and "sdde_evl" in bad.stderr and not out.exists(), bad.stderr
+    done = subprocess.run(
+        script, cwd=ROOT, env={**env, "ARMS": "de sdde_eval sdde_train"}, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    objectives = {
+        a: json.loads((out / a / "teacher" / "model.json").read_text())["recipe"]["teacher"]["objective"]
+        for a in ("de", "sdde_eval", "sdde_train")
+    }
+    assert objectives["de"]["name"] == "de" and objectives["de"]["same_batch"] is False
+    for arm, bn in (("sdde_eval", "eval"), ("sdde_train", "train")):
+        o = objectives[arm]
+        assert (o["name"], o["same_batch"], o["diversity_bn"], o["lam"]) == ("sdde", False, bn, 0.02)
+    assert done.stdout.count("[reuse]") == 2  # the single network, in the two SDDE arms
+    first, linked = out / "de" / "single" / "model.safetensors", out / "sdde_train" / "single" / "model.safetensors"
+    assert first.stat().st_ino == linked.stat().st_ino
+    res = tmp_path / "res"
+    cmd = [sys.executable, "experiments/collect.py", "sdde", "--runs", str(out.parent), "--out", str(res)]
+    subprocess.run(cmd, cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, check=True, capture_output=True)
+    gap = (res / "gap.md").read_text()
+    assert "## sdde_eval - de" in gap and "## sdde_train - de" in gap and "## sdde_eval - sdde_train" in gap
+    assert (res / "s0" / "sdde_eval" / "report.json").is_file() and str(tmp_path) not in gap
