@@ -125,6 +125,10 @@ def test_against_a_fixed_model_gives_its_differences_and_shares(tmp_path, capsys
     assert share == pytest.approx((0.04 + 0.02 + 0.06) / (0.06 + 0.06 + 0.09))
     assert main(["aggregate", *map(str, runs), "--against", "control:x"]) == 0
     assert "## Share of the teacher's mean gain kept, against control:x" in capsys.readouterr().out
+    # against a student (kd + ConfODS against plain kd): the others' differences and shares, none of kd over itself
+    by_kd = aggregate(runs, against=["kd"])
+    assert "kd" not in by_kd.versus["kd"] and "kd" not in by_kd.shares["kd"]
+    assert by_kd.versus["kd"]["teacher"]["acc"].mean == pytest.approx((0.02 + 0.04 + 0.03) / 3)
     lacking = _report(tmp_path, "s3", {"single": 0.8, "teacher": 0.9, "kd": 0.85})
     for name, why in (("control:x", "not in"), ("single", "it is the reference already")):
         assert main(["aggregate", *map(str, [*runs, lacking]), "--against", name]) == 2

@@ -197,6 +197,8 @@ def _versus(reports: list[Seed], models: list[str], base: str, metrics: list[str
 def _shares(reports: list[Seed], students: list[str], base: str, conf: float) -> dict:
     out: dict[str, dict[str, MeanShare]] = {}
     for s in students:
+        if s == base:  # --against a student: its share of the gain over itself is no measurement
+            continue
         out[s] = {}
         for k in SHARE_METRICS:
             rows = [(_value(r, s, k), _value(r, base, k), _value(r, "teacher", k)) for r in reports]
