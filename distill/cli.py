@@ -150,6 +150,16 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     a = asub.add_parser("diversity", help="diversity metrics of a population of ensembles vs accuracy/robustness")
     a.add_argument("--teachers", required=True, nargs="+", type=Path, help="teacher run directories")
     a.add_argument("--out", required=True, type=Path)
+    a.add_argument("--names", nargs="+", help="one label per teacher (default: the shortest distinct path suffix)")
+    a.add_argument(
+        "--groups",
+        nargs="+",
+        help="one design label per teacher; repeats are seeds of one design: adds per-design means and the "
+        "within-design correlation",
+    )
+    a.add_argument("--corruption-limit", type=int, help="test images drawn for the corruption sweep (default 1000)")
+    a.add_argument("--diversity-images", type=int, help="test images drawn for the attribution measures (default 500)")
+    a.add_argument("--subset-seed", type=int, help="seed of the class-stratified draws (default 0)")
     a.set_defaults(func=_cmd_diversity)
 
 
@@ -362,7 +372,14 @@ def _cmd_landscape(args: argparse.Namespace) -> int:
 def _cmd_diversity(args: argparse.Namespace) -> int:
     from distill.analysis import analyze_diversity
 
-    analyze_diversity(args.teachers, args.out)
+    flags = {
+        "names": args.names,
+        "groups": args.groups,
+        "corruption_limit": args.corruption_limit,
+        "diversity_images": args.diversity_images,
+        "subset_seed": args.subset_seed,
+    }
+    analyze_diversity(args.teachers, args.out, **{k: v for k, v in flags.items() if v is not None})
     print(f"wrote {args.out}")
     return 0
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from distill import UserError
-from distill.analysis.design import MEASURES, TARGETS, correlate
+from distill.analysis.design import MEASURES, TARGETS, _names, correlate, design_means, fisher_interval, within
 from distill.analysis.population import main as population_main
 from distill.analysis.population import population_runs, read_population, train_population
 from distill.recipe import load_recipe, recipe_from_dict
@@ -45,6 +45,53 @@ def test_correlate_matches_numpy_and_handles_degenerate_input():
     assert math.isnan(correlate([1, 1, 1], [1, 2, 3])["pearson"]) and math.isnan(correlate([1, 2], [2, 1])["pearson"])
 
 
+def test_correlate_matches_scipy_and_gives_a_fisher_interval():
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=12)
+    y = x + rng.normal(size=12)
+    c = correlate(list(x), list(y))
+    assert c["pearson_p"] == pytest.approx(stats.pearsonr(x, y).pvalue, rel=1e-6)
+    assert c["spearman_p"] == pytest.approx(stats.spearmanr(x, y).pvalue, rel=1e-6)
+    # Fisher: tanh(atanh(r) +/- 1.96 / sqrt(n - 3))
+    h = 1.959964 / math.sqrt(12 - 3)
+    assert c["pearson_lo"] == pytest.approx(math.tanh(math.atanh(c["pearson"]) - h), abs=1e-5)
+    assert c["pearson_hi"] == pytest.approx(math.tanh(math.atanh(c["pearson"]) + h), abs=1e-5)
+    assert c["pearson_lo"] < c["pearson"] < c["pearson_hi"]
+    # degrees of freedom spent on design means widen the interval and raise the p-value
+    d = correlate(list(x), list(y), removed=3)
+    assert d["pearson"] == c["pearson"] and d["pearson_hi"] - d["pearson_lo"] > c["pearson_hi"] - c["pearson_lo"]
+    assert d["pearson_p"] > c["pearson_p"]
+    assert math.isnan(correlate([1, 2, 3, 4], [1, 3, 2, 4], removed=2)["pearson"])  # 4 - 2 < 3 pairs left
+    assert all(math.isnan(v) for v in fisher_interval(0.5, 0))
+
+
+def test_within_design_correlation_separates_designs_from_seeds():
+    # Simpson: across designs diversity and resilience rise together, within each design they fall together
+    groups = ["a"] * 4 + ["b"] * 4 + ["c"] * 4
+    base = {"a": 0.0, "b": 1.0, "c": 2.0}
+    jitter = [-0.15, -0.05, 0.05, 0.15]
+    div = [base[g] + j for g, j in zip(groups, jitter * 3)]
+    res = [base[g] - 2 * j for g, j in zip(groups, jitter * 3)]
+    assert correlate(div, res)["pearson"] > 0.8
+    w = correlate(within(div, groups), within(res, groups), removed=2)
+    assert w["pearson"] == pytest.approx(-1.0) and w["n"] == 12
+    assert within([1.0, 3.0, float("nan"), 10.0], ["a", "a", "a", "b"])[:2] == [-1.0, 1.0]
+    rows = [{"acc": v} for v in res]
+    means = design_means(rows, groups)
+    assert list(means) == ["a", "b", "c"] and means["b"]["runs"] == 4
+    assert means["b"]["acc"]["mean"] == pytest.approx(1.0) and means["a"]["disagreement"]["mean"] is None
+
+
+def test_default_names_are_the_shortest_distinct_path_suffix(tmp_path):
+    dirs = [tmp_path / s / arm / "teacher" for s in ("s0", "s1") for arm in ("de", "sdde")]
+    assert _names(dirs, None) == ["s0/de/teacher", "s0/sdde/teacher", "s1/de/teacher", "s1/sdde/teacher"]
+    assert _names([tmp_path / "a", tmp_path / "b"], None) == ["a", "b"]
+    with pytest.raises(UserError, match="twice"):
+        _names([tmp_path / "a", tmp_path / "a"], None)
+
+
 def test_analyze_diversity_end_to_end(tmp_path):
     from distill.analysis import analyze_diversity
 
@@ -65,6 +112,7 @@ def test_analyze_diversity_end_to_end(tmp_path):
         severities=[1, 4],
         corruption_limit=48,
         device="cpu",
+        groups=["independent", "coupled", "coupled"],
     )
     for name in ("diversity.json", "diversity.md", *(f"scatter_{t}.png" for t in TARGETS)):
         assert (tmp_path / "D" / name).is_file(), name
@@ -78,7 +126,13 @@ def test_analyze_diversity_end_to_end(tmp_path):
     assert res["runs"][2]["archs"] == ["tiny_cnn", "small_cnn"]
     assert saved["correlation"]["disagreement"]["acc"]["n"] == 3
     md = (tmp_path / "D" / "diversity.md").read_text()
-    assert "| hetero |" in md and "Pearson r / Spearman rho" in md
+    assert "| hetero |" in md and "Pearson r [95% Fisher-z] / Spearman rho" in md
+    assert [r["design"] for r in saved["runs"]] == ["independent", "coupled", "coupled"]
+    assert saved["designs"]["coupled"]["runs"] == 2 and "## Per design" in md and "## Within designs" in md
+    # 3 runs less 1 design mean spent: too few pairs for a within-design correlation, so none is claimed
+    assert saved["correlation_within_designs"]["disagreement"]["acc"]["pearson"] is None
+    with pytest.raises(UserError, match="groups"):
+        analyze_diversity(dirs, tmp_path / "F", groups=["a"])
     with pytest.raises(UserError, match="names"):
         analyze_diversity(dirs, tmp_path / "E", names=["a", "a", "b"])
 

@@ -527,6 +527,11 @@ CASES = [
     Case("analyze:landscape-no-run", ("analyze", "landscape", "--teacher", "{s}/none", "--out", "{s}/l"), ("none",)),
     Case("analyze:diversity-no-run", ("analyze", "diversity", "--teachers", "{s}/none", "--out", "{s}/d"), ("none",)),
     Case(
+        "analyze:diversity-groups",
+        ("analyze", "diversity", "--teachers", "{teacher}", "{s}/b", "--groups", "de", "--out", "{s}/d"),
+        ("groups", "2"),
+    ),
+    Case(
         "import-teacher:missing-checkpoint",
         (*IMPORT, "--checkpoint", "{s}/none.safetensors", "--arch", "tiny_cnn", "--out", "{s}/imported"),
         ("none.safetensors",),

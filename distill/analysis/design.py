@@ -22,7 +22,14 @@ For every teacher run, on its test split:
 Similarities (``grad_cosine``, ``saliency_cosine``, ``iou_top``, ``cam_similarity``, ``cam_feature_cka``,
 ``q_statistic``, ``correlation``, ``double_fault``) are reported as they are: higher means *less* diverse. Then every
 diversity measure is correlated with every target (Pearson's r and Spearman's rho with their two-sided p-values, scipy)
-across the population. Writes ``diversity.json``, ``diversity.md`` and ``scatter_<target>.png``.
+across the population, Pearson's with a 95% Fisher-z interval. Writes ``diversity.json``, ``diversity.md`` and
+``scatter_<target>.png``.
+
+When the population repeats designs over seeds (``groups``: one design label per run), a correlation across all runs
+mixes two things: designs that differ in both diversity and resilience, and seeds of one design that differ by chance.
+So the study also gives each design's mean ± std and the *within-design* correlation: each measure and target minus
+its design's mean, pooled over designs (Rosales et al. correlate across designs only; their population has one run per
+design). Its Fisher-z interval uses ``n - groups - 1`` degrees of freedom, as a partial correlation does.
 """
 
 from __future__ import annotations
@@ -68,7 +75,8 @@ MEASURES = PREDICTION + ATTRIBUTION + ACTIVATION
 TARGETS = ("acc", "nll", "corrupt_acc", "corrupt_drop")
 
 DEFAULTS: dict[str, Any] = {
-    "names": None,  # one label per run (default: the run directory's name, or parent/name when names clash)
+    "names": None,  # one label per run (default: the shortest path suffix that tells the run directories apart)
+    "groups": None,  # one design label per run (repeats: the seeds of one design); None: every run its own design
     "diversity_images": 500,
     "corruptions": None,  # None: all 15; [] skips the corruption sweep
     "severities": (1, 2, 3, 4, 5),
@@ -90,10 +98,22 @@ def _names(dirs: list[Path], names: list[str] | None) -> list[str]:
         if len(names) != len(dirs) or len(set(names)) != len(names):
             raise UserError(f"names: need {len(dirs)} distinct names, got {names}")
         return list(names)
-    short = [d.name for d in dirs]
-    if len(set(short)) == len(short):
-        return short
-    return [f"{d.parent.name}/{d.name}" if short.count(d.name) > 1 else d.name for d in dirs]
+    parts = [d.resolve().parts for d in dirs]
+    if len(set(parts)) != len(parts):
+        raise UserError("--teachers: a run directory is given twice")
+    for k in range(1, max(len(p) for p in parts) + 1):
+        names = ["/".join(p[-k:]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    raise AssertionError("distinct paths have distinct suffixes")  # unreachable
+
+
+def _groups(n: int, groups: list[str] | None) -> list[str] | None:
+    if groups is None:
+        return None
+    if len(groups) != n:
+        raise UserError(f"groups: need one design label per run ({n}), got {len(groups)}")
+    return [str(g) for g in groups]
 
 
 def attribution_and_activation(
@@ -159,22 +179,75 @@ def evaluate_run(run_dir: Path, o: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def correlate(x: list[float], y: list[float]) -> dict[str, float]:
-    """Pearson and Spearman correlation (with two-sided p-values) of paired values, ignoring pairs with a NaN;
-    NaN when fewer than 3 pairs remain or either side is constant."""
+def fisher_interval(r: float, dof: int, level: float = 0.95) -> tuple[float, float]:
+    """Interval for a correlation ``r`` by Fisher's z: ``tanh(atanh(r) -/+ z / sqrt(dof))``; ``dof`` is ``n - 3``
+    for Pearson's r of n pairs, ``n - 3 - k`` with k variables partialled out. NaN when ``dof < 1``."""
+    from scipy import stats
+
+    if dof < 1 or not np.isfinite(r):
+        return float("nan"), float("nan")
+    z = float(np.arctanh(np.clip(r, -0.999999, 0.999999)))
+    h = float(stats.norm.ppf(0.5 + level / 2)) / np.sqrt(dof)
+    return float(np.tanh(z - h)), float(np.tanh(z + h))
+
+
+def correlate(x: list[float], y: list[float], removed: int = 0) -> dict[str, float]:
+    """Pearson (with its 95% Fisher-z interval) and Spearman correlation, with two-sided p-values, of paired values,
+    ignoring pairs with a NaN; NaN when fewer than 3 pairs remain or either side is constant. ``removed``: degrees of
+    freedom already spent (design means subtracted: the number of designs less one), taken off the interval's and
+    the p-values' (the p-values then come from the t distribution of r with ``n - 2 - removed`` dof)."""
     from scipy import stats
 
     a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     ok = np.isfinite(a) & np.isfinite(b)
     a, b = a[ok], b[ok]
     nan = float("nan")
-    out = {"n": int(ok.sum()), "pearson": nan, "pearson_p": nan, "spearman": nan, "spearman_p": nan}
-    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+    out = {"n": int(ok.sum()), "pearson": nan, "pearson_p": nan, "pearson_lo": nan, "pearson_hi": nan}
+    out.update(spearman=nan, spearman_p=nan)
+    if len(a) - removed < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return out
-    pr = stats.pearsonr(a, b)
-    sr = stats.spearmanr(a, b)
-    out.update(pearson=float(pr.statistic), pearson_p=float(pr.pvalue))
-    out.update(spearman=float(sr.statistic), spearman_p=float(sr.pvalue))
+    r = float(np.corrcoef(a, b)[0, 1])
+    rho = float(stats.spearmanr(a, b).statistic)
+    dof = len(a) - 2 - removed
+    out.update(pearson=r, pearson_p=_t_pvalue(r, dof), spearman=rho, spearman_p=_t_pvalue(rho, dof))
+    out["pearson_lo"], out["pearson_hi"] = fisher_interval(r, dof - 1)
+    return out
+
+
+def _t_pvalue(r: float, dof: int) -> float:
+    """Two-sided p-value of a correlation r with ``dof`` degrees of freedom (t = r sqrt(dof / (1 - r^2))); scipy's
+    pearsonr and spearmanr give the same for ``dof = n - 2``."""
+    from scipy import stats
+
+    if abs(r) >= 1:
+        return 0.0
+    t = r * np.sqrt(dof / (1 - r * r))
+    return float(2 * stats.t.sf(abs(t), dof))
+
+
+def within(values: list[float], groups: list[str]) -> list[float]:
+    """Each value minus the mean of its design (NaNs left out of the mean and kept as NaN)."""
+    v = np.asarray(values, dtype=np.float64)
+    out = np.full_like(v, np.nan)
+    for g in set(groups):
+        idx = np.array([i for i, h in enumerate(groups) if h == g])
+        ok = idx[np.isfinite(v[idx])]
+        if len(ok):
+            out[ok] = v[ok] - v[ok].mean()
+    return out.tolist()
+
+
+def design_means(rows: list[dict[str, Any]], groups: list[str]) -> dict[str, dict[str, Any]]:
+    """Per design: its runs, and the mean and std (ddof 1) over them of every target and measure."""
+    out: dict[str, dict[str, Any]] = {}
+    for g in dict.fromkeys(groups):  # first-seen order
+        rs = [r for r, h in zip(rows, groups) if h == g]
+        cell: dict[str, Any] = {"runs": len(rs)}
+        for c in (*TARGETS, *MEASURES):
+            v = np.array([r.get(c, np.nan) for r in rs], dtype=np.float64)
+            v = v[np.isfinite(v)]
+            cell[c] = {"mean": float(v.mean()) if len(v) else None, "std": float(v.std(ddof=1)) if len(v) > 1 else None}
+        out[g] = cell
     return out
 
 
@@ -184,7 +257,24 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
-def markdown(rows: list[dict[str, Any]], corr: dict[str, dict[str, dict[str, float]]]) -> str:
+def _corr_table(title: str, corr: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    lines = ["", title, "", "| measure | " + " | ".join(TARGETS) + " |", "|---|" + "---|" * len(TARGETS)]
+    for m in MEASURES:
+        cells = []
+        for t in TARGETS:
+            c = corr[m][t]
+            ci = f" [{_fmt(c['pearson_lo'], 2)}, {_fmt(c['pearson_hi'], 2)}]" if np.isfinite(c["pearson_lo"]) else ""
+            cells.append(f"{_fmt(c['pearson'], 2)}{ci} / {_fmt(c['spearman'], 2)}")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(
+    rows: list[dict[str, Any]],
+    corr: dict[str, dict[str, dict[str, float]]],
+    designs: dict[str, dict[str, Any]] | None = None,
+    corr_within: dict[str, dict[str, dict[str, float]]] | None = None,
+) -> str:
     cols = ["acc", "nll", "brier", "member_acc_mean", "corrupt_acc", "corrupt_drop", *MEASURES]
     lines = [
         "# Design diversity of the population",
@@ -197,12 +287,17 @@ def markdown(rows: list[dict[str, Any]], corr: dict[str, dict[str, dict[str, flo
     ]
     for r in rows:
         lines.append(f"| {r['name']} | " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
-    lines += ["", f"## Correlation across the {len(rows)} runs: Pearson r / Spearman rho", ""]
-    lines.append("| measure | " + " | ".join(TARGETS) + " |")
-    lines.append("|---|" + "---|" * len(TARGETS))
-    for m in MEASURES:
-        cells = [f"{_fmt(corr[m][t]['pearson'], 2)} / {_fmt(corr[m][t]['spearman'], 2)}" for t in TARGETS]
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    if designs is not None:
+        lines += ["", "## Per design: mean ± std over its runs", ""]
+        lines += ["| design | runs | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+        for g, cell in designs.items():
+            vals = [f"{_fmt(cell[c]['mean'])} ± {_fmt(cell[c]['std'])}" if cell.get(c) else "-" for c in cols]
+            lines.append(f"| {g} | {cell['runs']} | " + " | ".join(vals) + " |")
+    lines += _corr_table(f"## Correlation across the {len(rows)} runs: Pearson r [95% Fisher-z] / Spearman rho", corr)
+    if corr_within is not None:
+        lines += _corr_table(
+            "## Within designs (each value minus its design's mean): Pearson r [95%] / Spearman rho", corr_within
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -242,11 +337,24 @@ def analyze_diversity(teacher_dirs: list[Path], out: Path, **opts: Any) -> dict[
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(o["seed"])
     names = _names(dirs, o["names"])
+    groups = _groups(len(dirs), o["groups"])
     rows = [{"name": n, **evaluate_run(d, o)} for n, d in zip(names, dirs)]
-    corr = {
-        m: {t: correlate([r.get(m, np.nan) for r in rows], [r.get(t, np.nan) for r in rows]) for t in TARGETS}
-        for m in MEASURES
-    }
+    if groups is not None:
+        for r, g in zip(rows, groups):
+            r["design"] = g
+
+    def column(c: str) -> list[float]:
+        return [r.get(c, np.nan) for r in rows]
+
+    corr = {m: {t: correlate(column(m), column(t)) for t in TARGETS} for m in MEASURES}
+    designs = corr_within = None
+    if groups is not None:
+        designs = design_means(rows, groups)
+        spent = len(designs) - 1  # the design means subtracted
+        corr_within = {
+            m: {t: correlate(within(column(m), groups), within(column(t), groups), spent) for t in TARGETS}
+            for m in MEASURES
+        }
     figs = FigureList(out, [])
     for t in TARGETS:
         if any(np.isfinite(r.get(t, np.nan)) for r in rows):
@@ -256,10 +364,12 @@ def analyze_diversity(teacher_dirs: list[Path], out: Path, **opts: Any) -> dict[
         "measures": {"prediction": PREDICTION, "attribution": ATTRIBUTION, "activation": ACTIVATION},
         "targets": TARGETS,
         "correlation": corr,
+        "designs": designs,
+        "correlation_within_designs": corr_within,
         "options": {k: v for k, v in o.items() if k != "device"},
         "figures": figs.names,
     }
     result = to_plain(result)  # plain data: lists, floats, None for NaN
     write_json(out / "diversity.json", result)
-    atomic_write_text(out / "diversity.md", markdown(rows, corr))
+    atomic_write_text(out / "diversity.md", markdown(rows, corr, designs, corr_within))
     return result

@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             from distill.analysis.design import analyze_diversity
 
             names = [f"{d.parent.name}/{d.name}" for d in dirs]
-            opts = read_population(args.recipe)["analysis"]
+            opts = {"groups": [d.parent.name for d in dirs], **read_population(args.recipe)["analysis"]}
             analyze_diversity(dirs, args.out / "diversity", names=names, **opts)
             print((args.out / "diversity" / "diversity.md").read_text())
     except UserError as err:
