@@ -4,9 +4,12 @@ results/, then rebuild the study's tables from what results/ holds.
     PYTHONPATH=. python experiments/collect.py STUDY [--runs RUNS_ROOT] [--out DIR]
 
 STUDY is one of ``power`` (recipes/cifar10_cpu.yaml, results/cifar10_cpu_power), ``sdde``
-(recipes/cifar10_cpu_sdde.yaml via tools/sdde_vs_de.sh, results/cifar10_cpu_sdde_holdout) or ``nam``
-(recipes/cifar10_cpu_nam.yaml, results/cifar10_cpu_nam). ``RUNS_ROOT`` holds one run directory per seed
-(``s0``, ``s1``, ...; for ``sdde`` one per arm inside each). Without ``--runs`` only the tables are rebuilt, so the
+(recipes/cifar10_cpu_sdde.yaml via tools/sdde_vs_de.sh, results/cifar10_cpu_sdde_holdout), ``nam``
+(recipes/cifar10_cpu_nam.yaml, results/cifar10_cpu_nam) or ``analyses`` (issue 36 item 4, results/cifar10_cpu_analyses:
+``RUNS_ROOT/holdout_diversity`` from ``distill analyze diversity`` and ``RUNS_ROOT/landscape_s<N>`` from ``distill
+analyze landscape``; copied as ``holdout_diversity.{json,md}`` and ``landscape_s<N>.json``, then ``landscape.md``).
+For the others ``RUNS_ROOT`` holds one run directory per seed (``s0``, ``s1``, ...; for ``sdde`` one per arm inside
+each). Without ``--runs`` only the tables are rebuilt, so the
 tables of a results folder can always be remade from the files it keeps.
 
 Copied: ``report.json`` / ``report.md``, ``stages.json`` and every stage's ``summary.json`` (as
@@ -27,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling scripts, run from anywhere
 
 import clean_disagreement
+import landscape_table
 import sdde_vs_de
 import seed_table
 
@@ -37,8 +41,10 @@ STUDIES = {
     "power": ("results/cifar10_cpu_power", "CIFAR-10 on the CPU: the powered re-check", "runs/c10"),
     "sdde": ("results/cifar10_cpu_sdde_holdout", "SDDE vs DE, de-confounded", "runs/sdde"),
     "nam": ("results/cifar10_cpu_nam", "Nam et al.'s regime: BatchEnsemble students of fitted members", "runs/nam"),
+    "analyses": ("results/cifar10_cpu_analyses", "Fort et al. and Rosales et al. on CIFAR-10 CPU", "runs/analyses"),
 }
-AGAINST = {"power": ["control:self_kd", "control:single_long", "control:label_smoothing"], "nam": ["be4_kd"]}
+# power: the controls, then kd (what each other student adds over plain distillation)
+AGAINST = {"power": ["control:self_kd", "control:single_long", "control:label_smoothing", "kd"], "nam": ["be4_kd"]}
 
 
 def _copy_text(src: Path, dst: Path, runs: Path, study: str) -> None:
@@ -66,7 +72,24 @@ def _num(seed_dir: Path) -> int:
     return int(seed_dir.name[1:])
 
 
+def copy_analyses(runs: Path, out: Path) -> list[str]:
+    """The analyses' JSON / markdown (figures stay in the run directories)."""
+    copied = []
+    for name in ("diversity.json", "diversity.md"):
+        if (runs / "holdout_diversity" / name).is_file():
+            dst = out / f"holdout_{name}"
+            _copy_text(runs / "holdout_diversity" / name, dst, runs, "analyses")
+            copied.append(str(dst))
+    for d in sorted(runs.glob("landscape_s[0-9]*")):
+        if (d / "landscape.json").is_file():
+            _copy_text(d / "landscape.json", out / f"{d.name}.json", runs, "analyses")
+            copied.append(str(out / f"{d.name}.json"))
+    return copied
+
+
 def copy(study: str, runs: Path, out: Path) -> list[str]:
+    if study == "analyses":
+        return copy_analyses(runs, out)
     copied = []
     for seed in sorted((p for p in runs.glob("s[0-9]*") if p.is_dir() and p.name[1:].isdigit()), key=_num):
         arms = sorted(p for p in seed.iterdir() if p.is_dir()) if study == "sdde" else [seed]
@@ -82,6 +105,11 @@ def copy(study: str, runs: Path, out: Path) -> list[str]:
 
 
 def tables(study: str, out: Path, title: str) -> None:
+    if study == "analyses":
+        found = sorted(out.glob("landscape_s[0-9]*.json"), key=lambda p: int(p.stem.split("_s")[1]))
+        if found:
+            (out / "landscape.md").write_text(landscape_table.render(found))
+        return
     if study == "sdde":
         text, data = sdde_vs_de.render(sdde_vs_de.collect(out, sdde_vs_de.ARMS), sdde_vs_de.ARMS)
         (out / "gap.md").write_text(f"# {title}\n\n{text}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -304,6 +306,17 @@ def test_analyze_landscape_end_to_end(recorded_run, tmp_path):
     assert {0.0, 1.0, -0.2, 1.2} <= set(pts) and pts[0.0]["disagreement_i"] == 0 and pts[1.0]["disagreement_j"] == 0
     assert all(r["accepted"] for r in res["samplers"]["random"]["samples"])
     assert res["notes"] == []
+    # the study's table (experiments/landscape_table.py) reads the saved file: one row per point group and ensemble
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    import landscape_table
+
+    md = landscape_table.render([tmp_path / "A" / "landscape.json"])
+    indep = res["plane"]["points"]["independent"][0]
+    assert f"| independent | 1 | {indep['acc']:.3f} | {indep['disagreement']:.3f} |" in md
+    assert (
+        "| dropout | 2 |" in md
+        and f"| independent+diagonal | 4 | {ens['independent+diagonal']['member_acc_mean']:.3f}" in md
+    )
 
 
 def test_analyze_landscape_without_trajectory_skips_what_needs_it(tmp_path):
