@@ -29,7 +29,14 @@ def _share(cell: dict[str, Any] | None) -> str:
     return f"{cell['value']:.0%} [{lo:.0%}, {hi:.0%}]"
 
 
-def rows(path: Path, metrics: list[str]) -> list[str]:
+def students_of(path: Path) -> list[str]:
+    """The students a report gives shares for, in its order."""
+    shares = json.loads(path.read_text())["intervals"]["shares"]
+    return list(dict.fromkeys(name for by_student in shares.values() for name in by_student))
+
+
+def rows(path: Path, metrics: list[str], students: list[str] | None = None) -> list[str]:
+    """``students``: one column each (default: the report's own), '-' where the report has none."""
     report = json.loads(path.read_text())
     iv = report["intervals"]
     strongest = next((k for k in iv["versus"] if k != "single"), None)
@@ -39,17 +46,19 @@ def rows(path: Path, metrics: list[str]) -> list[str]:
         teacher = iv["versus"][base].get("teacher", {})
         shares = iv["shares"].get(base, {})
         cells = [_diff(teacher.get(m)) for m in metrics]
-        for student, by_metric in shares.items():
-            cells += [f"{student}: " + ", ".join(_share(by_metric.get(m)) for m in metrics)]
+        for student in students if students is not None else list(shares):
+            by_metric = shares.get(student)
+            cells.append(", ".join(_share(by_metric.get(m)) for m in metrics) if by_metric else "-")
         out.append(f"| {seed} | {base} | " + " | ".join(cells) + " |")
     return out
 
 
 def table(reports: list[Path], metrics: list[str]) -> list[str]:
-    head = [f"teacher - base, {m}" for m in metrics] + [f"student's share ({', '.join(metrics)})"]
+    students = list(dict.fromkeys(name for p in reports for name in students_of(p)))
+    head = [f"teacher - base, {m}" for m in metrics] + [f"{s}'s share ({', '.join(metrics)})" for s in students]
     lines = ["| seed | base | " + " | ".join(head) + " |", "|---|---|" + "---:|" * len(head)]
     for p in reports:
-        lines += rows(p, metrics)
+        lines += rows(p, metrics, students)
     return lines
 
 

@@ -134,3 +134,29 @@ def test_against_a_fixed_model_gives_its_differences_and_shares(tmp_path, capsys
         assert main(["aggregate", *map(str, [*runs, lacking]), "--against", name]) == 2
         err = capsys.readouterr().err
         assert f"--against {name}: {why}" in err and err.count("\n") == 1
+
+
+def test_seed_table_gives_each_student_its_own_column(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    import seed_table
+
+    def cell(v, lo, hi):
+        return {"value": v, "ci": [lo, hi]}
+
+    def report(shares: dict) -> dict:
+        teacher = {"acc": {"diff": 0.04, "ci": [0.03, 0.05]}, "cnll": {"diff": -0.13, "ci": [-0.14, -0.12]}}
+        return {"intervals": {"versus": {"single": {"teacher": teacher}}, "shares": {"single": shares}}}
+
+    both = {"kd": {"acc": cell(0.8, 0.7, 0.9), "cnll": cell(0.75, 0.7, 0.8)}, "be4": {"acc": cell(1.0, 0.9, 1.2)}}
+    paths = []
+    for seed, shares in (("s0", both), ("s1", {"kd": both["kd"]})):
+        (tmp_path / seed).mkdir()
+        paths.append(tmp_path / seed / "report.json")
+        paths[-1].write_text(json.dumps(report(shares)))
+    lines = seed_table.table(paths, ["acc", "cnll"])
+    assert lines[0].count("|") == lines[2].count("|") == lines[3].count("|") == 7  # 6 columns on every row
+    assert "kd's share (acc, cnll)" in lines[0] and "be4's share (acc, cnll)" in lines[0]
+    assert lines[2].endswith("| 80% [70%, 90%], 75% [70%, 80%] | 100% [90%, 120%], - |")
+    assert lines[3].endswith("| 80% [70%, 90%], 75% [70%, 80%] | - |")  # s1 has no be4: a dash, not a shifted cell
