@@ -7,7 +7,8 @@ STUDY is one of ``power`` (recipes/cifar10_cpu.yaml, results/cifar10_cpu_power),
 (recipes/cifar10_cpu_sdde.yaml via tools/sdde_vs_de.sh, results/cifar10_cpu_sdde_holdout), ``nam``
 (recipes/cifar10_cpu_nam.yaml, results/cifar10_cpu_nam) or ``analyses`` (issue 36 item 4, results/cifar10_cpu_analyses:
 ``RUNS_ROOT/holdout_diversity`` from ``distill analyze diversity`` and ``RUNS_ROOT/landscape_s<N>`` from ``distill
-analyze landscape``; copied as ``holdout_diversity.{json,md}`` and ``landscape_s<N>.json``, then ``landscape.md``).
+analyze landscape``; copied as ``holdout_diversity.json`` and ``landscape_s<N>.json``, then ``holdout_diversity.md``
+and ``landscape.md`` are rendered from them).
 For the others ``RUNS_ROOT`` holds one run directory per seed (``s0``, ``s1``, ...; for ``sdde`` one per arm inside
 each). Without ``--runs`` only the tables are rebuilt, so the
 tables of a results folder can always be remade from the files it keeps.
@@ -34,6 +35,7 @@ import landscape_table
 import sdde_vs_de
 import seed_table
 
+from distill.analysis import design
 from distill.report.aggregate import aggregate, write
 
 # study -> (results folder, title, the name its commands give the runs root: what machine paths become)
@@ -75,11 +77,14 @@ def _num(seed_dir: Path) -> int:
 def copy_analyses(runs: Path, out: Path) -> list[str]:
     """The analyses' JSON / markdown (figures stay in the run directories)."""
     copied = []
-    for name in ("diversity.json", "diversity.md"):
-        if (runs / "holdout_diversity" / name).is_file():
-            dst = out / f"holdout_{name}"
-            _copy_text(runs / "holdout_diversity" / name, dst, runs, "analyses")
-            copied.append(str(dst))
+    src = runs / "holdout_diversity" / "diversity.json"
+    if src.is_file():  # its teachers are the sdde study's: their paths become runs/sdde/<name> (s0/de/teacher)
+        d = json.loads(src.read_text())
+        for r in d["runs"]:
+            r["run"] = f"{STUDIES['sdde'][2]}/{r['name']}"
+        (out / "holdout_diversity.json").parent.mkdir(parents=True, exist_ok=True)
+        (out / "holdout_diversity.json").write_text(json.dumps(d, indent=1) + "\n")
+        copied.append(str(out / "holdout_diversity.json"))
     for d in sorted(runs.glob("landscape_s[0-9]*")):
         if (d / "landscape.json").is_file():
             _copy_text(d / "landscape.json", out / f"{d.name}.json", runs, "analyses")
@@ -106,6 +111,13 @@ def copy(study: str, runs: Path, out: Path) -> list[str]:
 
 def tables(study: str, out: Path, title: str) -> None:
     if study == "analyses":
+        div = out / "holdout_diversity.json"
+        if div.is_file():  # the markdown again from the JSON (None where the study wrote NaN)
+            d = json.loads(div.read_text())
+            groups = [r.get("design") for r in d["runs"]]
+            designs = design.design_means(d["runs"], groups) if None not in groups else None
+            text = design.markdown(d["runs"], d["correlation"], designs, d.get("correlation_within_designs"))
+            (out / "holdout_diversity.md").write_text(text)
         found = sorted(out.glob("landscape_s[0-9]*.json"), key=lambda p: int(p.stem.split("_s")[1]))
         if found:
             (out / "landscape.md").write_text(landscape_table.render(found))

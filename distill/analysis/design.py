@@ -243,8 +243,8 @@ def design_means(rows: list[dict[str, Any]], groups: list[str]) -> dict[str, dic
     for g in dict.fromkeys(groups):  # first-seen order
         rs = [r for r, h in zip(rows, groups) if h == g]
         cell: dict[str, Any] = {"runs": len(rs)}
-        for c in (*TARGETS, *MEASURES):
-            v = np.array([r.get(c, np.nan) for r in rs], dtype=np.float64)
+        for c in (*TARGETS, "brier", "member_acc_mean", *MEASURES):
+            v = np.array([np.nan if r.get(c) is None else r[c] for r in rs], dtype=np.float64)
             v = v[np.isfinite(v)]
             cell[c] = {"mean": float(v.mean()) if len(v) else None, "std": float(v.std(ddof=1)) if len(v) > 1 else None}
         out[g] = cell
@@ -263,7 +263,7 @@ def _corr_table(title: str, corr: dict[str, dict[str, dict[str, float]]]) -> lis
         cells = []
         for t in TARGETS:
             c = corr[m][t]
-            ci = f" [{_fmt(c['pearson_lo'], 2)}, {_fmt(c['pearson_hi'], 2)}]" if np.isfinite(c["pearson_lo"]) else ""
+            ci = f" [{_fmt(c['pearson_lo'], 2)}, {_fmt(c['pearson_hi'], 2)}]" if _fmt(c["pearson_lo"]) != "-" else ""
             cells.append(f"{_fmt(c['pearson'], 2)}{ci} / {_fmt(c['spearman'], 2)}")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return lines
