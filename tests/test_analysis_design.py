@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from distill import UserError
-from distill.analysis.design import MEASURES, TARGETS, _names, correlate, design_means, fisher_interval, within
+from distill.analysis.correlation import correlate, fisher_interval, within
+from distill.analysis.design import MEASURES, TARGETS, _names, design_means
 from distill.analysis.population import main as population_main
 from distill.analysis.population import population_runs, read_population, train_population
 from distill.recipe import load_recipe, recipe_from_dict

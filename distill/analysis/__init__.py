@@ -7,7 +7,8 @@ design-diversity study of a population of ensembles (Rosales, Munoz & Paulitsch 
 - :mod:`~distill.analysis.landscape`: :func:`analyze_landscape` (one teacher run), built from
   :mod:`~distill.analysis.similarity` (weight / function similarity, t-SNE), :mod:`~distill.analysis.subspace`
   (subspace ensembles) and :mod:`~distill.analysis.interpolation`;
-- :mod:`~distill.analysis.design`: :func:`analyze_diversity` (a population of teacher runs);
+- :mod:`~distill.analysis.design`: :func:`analyze_diversity` (a population of teacher runs), its statistics in
+  :mod:`~distill.analysis.correlation` (Pearson with a Fisher-z interval, Spearman, within-design correlation);
 - :mod:`~distill.analysis.population`: training that population from one declarative recipe.
 
 Submodules are imported on use (plotting and scikit-learn load only when an analysis runs).

@@ -49,6 +49,7 @@ from distill.analysis.common import (
     pick_device,
     scores,
 )
+from distill.analysis.correlation import correlate, finite, within
 from distill.checkpoint import atomic_write_text
 from distill.data.subsets import eval_subset, subset_record
 from distill.jsonio import to_plain, write_json
@@ -73,6 +74,8 @@ ATTRIBUTION = ("grad_cosine", "saliency_cosine", "iou_top", "cam_similarity")
 ACTIVATION = ("cam_feature_cka",)
 MEASURES = PREDICTION + ATTRIBUTION + ACTIVATION
 TARGETS = ("acc", "nll", "corrupt_acc", "corrupt_drop")
+# every run's columns in the tables, and what each design's mean ± std is taken of
+COLUMNS = ("acc", "nll", "brier", "member_acc_mean", "corrupt_acc", "corrupt_drop", *MEASURES)
 
 DEFAULTS: dict[str, Any] = {
     "names": None,  # one label per run (default: the shortest path suffix that tells the run directories apart)
@@ -179,71 +182,13 @@ def evaluate_run(run_dir: Path, o: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def fisher_interval(r: float, dof: int, level: float = 0.95) -> tuple[float, float]:
-    """Interval for a correlation ``r`` by Fisher's z: ``tanh(atanh(r) -/+ z / sqrt(dof))``; ``dof`` is ``n - 3``
-    for Pearson's r of n pairs, ``n - 3 - k`` with k variables partialled out. NaN when ``dof < 1``."""
-    from scipy import stats
-
-    if dof < 1 or not np.isfinite(r):
-        return float("nan"), float("nan")
-    z = float(np.arctanh(np.clip(r, -0.999999, 0.999999)))
-    h = float(stats.norm.ppf(0.5 + level / 2)) / np.sqrt(dof)
-    return float(np.tanh(z - h)), float(np.tanh(z + h))
-
-
-def correlate(x: list[float], y: list[float], removed: int = 0) -> dict[str, float]:
-    """Pearson (with its 95% Fisher-z interval) and Spearman correlation, with two-sided p-values, of paired values,
-    ignoring pairs with a NaN; NaN when fewer than 3 pairs remain or either side is constant. ``removed``: degrees of
-    freedom already spent (design means subtracted: the number of designs less one), taken off the interval's and
-    the p-values' (the p-values then come from the t distribution of r with ``n - 2 - removed`` dof)."""
-    from scipy import stats
-
-    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    ok = np.isfinite(a) & np.isfinite(b)
-    a, b = a[ok], b[ok]
-    nan = float("nan")
-    out = {"n": int(ok.sum()), "pearson": nan, "pearson_p": nan, "pearson_lo": nan, "pearson_hi": nan}
-    out.update(spearman=nan, spearman_p=nan)
-    if len(a) - removed < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return out
-    r = float(np.corrcoef(a, b)[0, 1])
-    rho = float(stats.spearmanr(a, b).statistic)
-    dof = len(a) - 2 - removed
-    out.update(pearson=r, pearson_p=_t_pvalue(r, dof), spearman=rho, spearman_p=_t_pvalue(rho, dof))
-    out["pearson_lo"], out["pearson_hi"] = fisher_interval(r, dof - 1)
-    return out
-
-
-def _t_pvalue(r: float, dof: int) -> float:
-    """Two-sided p-value of a correlation r with ``dof`` degrees of freedom (t = r sqrt(dof / (1 - r^2))); scipy's
-    pearsonr and spearmanr give the same for ``dof = n - 2``."""
-    from scipy import stats
-
-    if abs(r) >= 1:
-        return 0.0
-    t = r * np.sqrt(dof / (1 - r * r))
-    return float(2 * stats.t.sf(abs(t), dof))
-
-
-def within(values: list[float], groups: list[str]) -> list[float]:
-    """Each value minus the mean of its design (NaNs left out of the mean and kept as NaN)."""
-    v = np.asarray(values, dtype=np.float64)
-    out = np.full_like(v, np.nan)
-    for g in set(groups):
-        idx = np.array([i for i, h in enumerate(groups) if h == g])
-        ok = idx[np.isfinite(v[idx])]
-        if len(ok):
-            out[ok] = v[ok] - v[ok].mean()
-    return out.tolist()
-
-
 def design_means(rows: list[dict[str, Any]], groups: list[str]) -> dict[str, dict[str, Any]]:
     """Per design: its runs, and the mean and std (ddof 1) over them of every target and measure."""
     out: dict[str, dict[str, Any]] = {}
     for g in dict.fromkeys(groups):  # first-seen order
         rs = [r for r, h in zip(rows, groups) if h == g]
         cell: dict[str, Any] = {"runs": len(rs)}
-        for c in (*TARGETS, "brier", "member_acc_mean", *MEASURES):
+        for c in COLUMNS:
             v = np.array([np.nan if r.get(c) is None else r[c] for r in rs], dtype=np.float64)
             v = v[np.isfinite(v)]
             cell[c] = {"mean": float(v.mean()) if len(v) else None, "std": float(v.std(ddof=1)) if len(v) > 1 else None}
@@ -252,7 +197,7 @@ def design_means(rows: list[dict[str, Any]], groups: list[str]) -> dict[str, dic
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
-    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+    if v is None or (isinstance(v, float) and not finite(v)):
         return "-"
     return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
@@ -263,7 +208,7 @@ def _corr_table(title: str, corr: dict[str, dict[str, dict[str, float]]]) -> lis
         cells = []
         for t in TARGETS:
             c = corr[m][t]
-            ci = f" [{_fmt(c['pearson_lo'], 2)}, {_fmt(c['pearson_hi'], 2)}]" if _fmt(c["pearson_lo"]) != "-" else ""
+            ci = f" [{_fmt(c['pearson_lo'], 2)}, {_fmt(c['pearson_hi'], 2)}]" if finite(c["pearson_lo"]) else ""
             cells.append(f"{_fmt(c['pearson'], 2)}{ci} / {_fmt(c['spearman'], 2)}")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return lines
@@ -275,7 +220,7 @@ def markdown(
     designs: dict[str, dict[str, Any]] | None = None,
     corr_within: dict[str, dict[str, dict[str, float]]] | None = None,
 ) -> str:
-    cols = ["acc", "nll", "brier", "member_acc_mean", "corrupt_acc", "corrupt_drop", *MEASURES]
+    cols = list(COLUMNS)
     lines = [
         "# Design diversity of the population",
         "",
