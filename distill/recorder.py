@@ -15,7 +15,7 @@ re-run after ``--resume`` overwrites its file), and readers load only the epochs
 file is written atomically (:func:`distill.checkpoint.save_tensors`).
 
 ``weights.<m>`` is member ``m``'s parameters (every weight and bias, BatchNorm's affine ones included, in
-``named_parameters`` order) flattened with ``parameters_to_vector``; BatchNorm running statistics are buffers,
+``named_parameters`` order) flattened in logical order (:func:`flat_params`); BatchNorm running statistics are buffers,
 not recorded: analyses recompute them for every weight vector (:func:`distill.analysis.samplers.recompute_bn`).
 """
 
@@ -43,7 +43,9 @@ def members_of(model: DistillModel) -> list[nn.Module]:
 
 def flat_params(module: nn.Module) -> torch.Tensor:
     """Every parameter of ``module`` (weights and biases), flattened in ``named_parameters`` order: (P,) float32 CPU."""
-    return torch.nn.utils.parameters_to_vector([p.detach().float().cpu() for p in module.parameters()])
+    # reshape, not parameters_to_vector's view: a channels_last weight is not contiguous, and reshape keeps the
+    # logical (out, in, h, w) order whatever the memory layout, so vectors of both layouts compare
+    return torch.cat([p.detach().float().cpu().reshape(-1) for p in module.parameters()])
 
 
 def epoch_file(run_dir: Path, epoch: int) -> Path:

@@ -3,6 +3,7 @@ the trajectory recorder and analyze_landscape end to end on a tiny run."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import sys
@@ -34,6 +35,7 @@ from distill.analysis.trajectory import TrajectoryRecorder, flat_params, load_tr
 from distill.checkpoint import load_tensors, read_model_info
 from distill.data.base import DatasetMeta
 from distill.models import build_model
+from distill.models.ensemble import to_channels_last
 from distill.recipe import recipe_from_dict
 from distill.train import load_splits, train_ensemble
 
@@ -220,6 +222,18 @@ def test_flat_params_round_trip(tiny_ensemble):
     assert torch.equal(flat_params(net), vec)
     with pytest.raises(ValueError, match="parameters"):
         set_flat_params(net, vec[:-1])
+
+
+def test_flat_params_of_a_channels_last_network_in_logical_order(tiny_ensemble):
+    # a channels_last conv weight is not contiguous: the recorder crashed on it (recipes/cifar10_cpu.yaml runs so)
+    net = tiny_ensemble.members[0]
+    vec = flat_params(net)
+    cl = to_channels_last(copy.deepcopy(net))
+    assert any(not p.is_contiguous() for p in cl.parameters())
+    assert torch.equal(flat_params(cl), vec)
+    set_flat_params(cl, vec + 1)
+    assert torch.equal(flat_params(cl), vec + 1)
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in cl.parameters() if p.dim() == 4)
 
 
 # --- the recorder -----------------------------------------------------------------------------------------------

@@ -53,7 +53,11 @@ def set_flat_params(module: nn.Module, vec: torch.Tensor) -> None:
     n = sum(p.numel() for p in module.parameters())
     if vec.dim() != 1 or vec.numel() != n:
         raise ValueError(f"weight vector of {tuple(vec.shape)} for a module with {n} parameters")
-    torch.nn.utils.vector_to_parameters(vec.to(next(module.parameters()).device), module.parameters())
+    # copy_ into each parameter, not vector_to_parameters' rebinding: a channels_last weight keeps its layout
+    start = 0
+    for p in module.parameters():
+        p.copy_(vec[start : start + p.numel()].view_as(p))
+        start += p.numel()
 
 
 @torch.no_grad()
