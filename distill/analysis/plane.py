@@ -43,7 +43,8 @@ def lower_limit(a, a0: float, num_classes: int):
     ``[(1 - a0)/(C - 1), a0]``."""
     a, c = _arr(a), num_classes
     lo = (1 - a0) / (c - 1)
-    d = (a0 - a) / (a0 - lo)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a reference at chance (a0 = lo): no curve, NaN/inf
+        d = (a0 - a) / (a0 - lo)
     return np.where((a >= lo - 1e-12) & (a <= a0 + 1e-12), d, np.nan)
 
 
