@@ -59,6 +59,27 @@ def ensemble_table(data: dict) -> list[str]:
     return lines
 
 
+def _diff(d: dict) -> str:
+    ci = d.get("ci")
+    return f"{d['diff']:+.3f}" + ("" if ci is None else f" [{ci[0]:+.3f}, {ci[1]:+.3f}]")
+
+
+def difference_table(data: dict) -> list[str]:
+    """The independent ensemble minus each other one, clean test split, 95% paired bootstrap over test images."""
+    minus = data.get("independent_minus") or {}
+    if not minus:
+        return []
+    lines = [
+        "independent ensemble minus each other ensemble, clean test split, [95% paired bootstrap over test images]:",
+        "",
+        "| minus | acc | NLL |",
+        "|---|---:|---:|",
+    ]
+    for name, d in minus.items():
+        lines.append(f"| {name} | {_diff(d['acc'])} | {_diff(d['nll'])} |")
+    return lines
+
+
 def render(paths: list[Path]) -> str:
     out = ["# Function space: independent members against subspace samples (Fort et al. 2019)", ""]
     for p in paths:
@@ -67,6 +88,8 @@ def render(paths: list[Path]) -> str:
         if data.get("notes"):
             out += [f"Notes: {'; '.join(data['notes'])}", ""]
         out += [*plane_table(data), "", *ensemble_table(data), ""]
+        diffs = difference_table(data)
+        out += [*diffs, ""] if diffs else []
     return "\n".join(out)
 
 

@@ -320,6 +320,14 @@ def test_analyze_landscape_end_to_end(recorded_run, tmp_path):
     assert {0.0, 1.0, -0.2, 1.2} <= set(pts) and pts[0.0]["disagreement_i"] == 0 and pts[1.0]["disagreement_j"] == 0
     assert all(r["accepted"] for r in res["samplers"]["random"]["samples"])
     assert res["notes"] == []
+    # independent minus each ensemble: the difference of the ensembles' own scores, with an interval around it
+    minus = res["independent_minus"]
+    assert set(minus) == set(ens) - {"independent"}
+    for name, d in minus.items():
+        for metric in ("acc", "nll"):
+            diff, (lo, hi) = d[metric]["diff"], d[metric]["ci"]
+            assert diff == pytest.approx(ens["independent"]["clean"][metric] - ens[name]["clean"][metric], abs=1e-9)
+            assert lo <= diff + 1e-12 and diff - 1e-12 <= hi
     # the study's table (experiments/landscape_table.py) reads the saved file: one row per point group and ensemble
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
     import landscape_table
@@ -331,6 +339,28 @@ def test_analyze_landscape_end_to_end(recorded_run, tmp_path):
         "| dropout | 2 |" in md
         and f"| independent+diagonal | 4 | {ens['independent+diagonal']['member_acc_mean']:.3f}" in md
     )
+    assert f"| dropout | {minus['dropout']['acc']['diff']:+.3f} [{minus['dropout']['acc']['ci'][0]:+.3f}, " in md
+
+
+def test_paired_differences_by_hand():
+    from distill.analysis.subspace import EnsembleGroup, paired_differences
+
+    y = torch.tensor([0, 1, 0, 1] * 50)  # (200,)
+    right = torch.nn.functional.one_hot(y, 2).double() * 0.8 + 0.1  # every image right, p_y 0.9
+    half = right.clone()
+    half[::2] = half[::2].flip(1)  # every other image wrong, p_y 0.1
+    groups = {"independent": EnsembleGroup(), "same": EnsembleGroup(), "half": EnsembleGroup()}
+    groups["independent"].add(right, torch.zeros(0), y)
+    groups["same"].add(right, torch.zeros(0), y)
+    groups["half"].add(half, torch.zeros(0), y)
+    out = paired_differences(groups, "independent", y, 500, 0, 0.95)
+    assert set(out) == {"same", "half"}
+    assert out["same"]["acc"] == {"diff": 0.0, "ci": (0.0, 0.0)}  # paired: identical predictions have no spread
+    assert out["half"]["acc"]["diff"] == pytest.approx(0.5)
+    lo, hi = out["half"]["acc"]["ci"]
+    assert 0.38 < lo < 0.5 < hi < 0.62  # binomial: 0.5 +- 1.96 * sqrt(0.25 / 200) = +-0.069
+    assert out["half"]["nll"]["diff"] == pytest.approx(0.5 * (math.log(0.1) - math.log(0.9)))  # lower NLL: < 0
+    assert paired_differences(groups, "missing", y, 10, 0, 0.95) == {}
 
 
 def test_analyze_landscape_without_trajectory_skips_what_needs_it(tmp_path):
@@ -343,6 +373,8 @@ def test_analyze_landscape_without_trajectory_skips_what_needs_it(tmp_path):
     assert res["trajectory"] is None and "tsne" not in res
     with pytest.raises(UserError, match="unknown option"):
         analyze_landscape(tmp_path / "T", tmp_path / "B", nonsense=1)
+    with pytest.raises(UserError, match="'resamples' must be an integer >= 1, got 0"):
+        analyze_landscape(tmp_path / "T", tmp_path / "B", resamples=0)
     with pytest.raises(UserError, match="member 5"):
         analyze_landscape(tmp_path / "T", tmp_path / "B", member=5)
 

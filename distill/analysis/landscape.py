@@ -17,7 +17,9 @@ Loss Landscape Perspective", arXiv 1912.02757).
   other independent members against the reference member f0, on the test split.
 * ``subspace.png``: ensembles of subspace samples vs the independent members (and, with ``combine_members``,
   both: every member's samples), accuracy / NLL / Brier on the clean test split and per corruption severity,
-  averaged over corruptions (the paper uses CIFAR-10-C; here :mod:`distill.data.corruptions` on our data).
+  averaged over corruptions (the paper uses CIFAR-10-C; here :mod:`distill.data.corruptions` on our data);
+  ``independent_minus``: the independent members' ensemble minus each other ensemble, accuracy and NLL on the
+  clean test split with a 95% paired bootstrap interval over the test images (the paper gives none).
 * ``interpolation.png``: test and train loss, test accuracy and disagreement with both ends along the straight
   line ``(1 - t) w_i + t w_j`` between two members, ``t`` slightly beyond [0, 1].
 
@@ -53,7 +55,14 @@ from distill.analysis.similarity import (  # noqa: F401  (norm_mask, spread: imp
     tsne_analysis,
     tsne_paths,
 )
-from distill.analysis.subspace import SAMPLERS, EnsembleGroup, Evaluator, draw_samples, plot_ensembles
+from distill.analysis.subspace import (
+    SAMPLERS,
+    EnsembleGroup,
+    Evaluator,
+    draw_samples,
+    paired_differences,
+    plot_ensembles,
+)
 from distill.analysis.trajectory import Trajectory, load_trajectory, members_of
 from distill.jsonio import to_plain, write_json
 from distill.metrics import accuracy
@@ -86,6 +95,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "device": None,
     "batch_size": 512,
+    "resamples": 1000,  # paired bootstrap over test images: the independent ensemble minus each other ensemble
 }
 
 
@@ -95,6 +105,9 @@ def _options(opts: dict[str, Any]) -> dict[str, Any]:
     if bad:
         raise UserError(f"samplers: unknown {bad[0]!r}; expected some of: {', '.join(SAMPLERS)}")
     o["samplers"] = list(o["samplers"])
+    r = o["resamples"]
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise UserError(f"analyze_landscape: option 'resamples' must be an integer >= 1, got {r!r}")
     return o
 
 
@@ -144,6 +157,7 @@ def analyze_landscape(teacher_dir: Path, out: Path, **opts: Any) -> dict[str, An
     sampling = _Sampling(members, f0, traj, ev, o, ref, ref_val, torch.Generator().manual_seed(o["seed"]))
     result["samplers"] = _subspace_samples(sampling, groups, plane_points, result["notes"])
     result["ensembles"] = {g: grp.metrics(ev.test_y, ev.corr_y, ev.keys) for g, grp in groups.items() if grp.size}
+    result["independent_minus"] = paired_differences(groups, "independent", ev.test_y, o["resamples"], o["seed"], 0.95)
     plot_ensembles(result["ensembles"], figs)
 
     # --- the diversity-accuracy plane -------------------------------------------------------------

@@ -66,7 +66,7 @@ def per_image(logits_test: Tensor, y: Tensor, temperature: float) -> dict[str, T
     }
 
 
-def _weights(n: int, r: int, g: torch.Generator) -> Tensor:
+def resample_weights(n: int, r: int, g: torch.Generator) -> Tensor:
     """``(r, n)`` float64 counts of each image in ``r`` resamples of ``n`` images with replacement."""
     idx = torch.randint(0, n, (r, n), generator=g)
     return torch.zeros(r, n, dtype=torch.float64).scatter_add_(1, idx, torch.ones(r, n, dtype=torch.float64))
@@ -112,9 +112,9 @@ def bootstrap(
     out: dict[str, dict[str, list[Tensor]]] = {k: {} for k in groups}
     for start in range(0, resamples, CHUNK):
         r = min(CHUNK, resamples - start)
-        w = _weights(n, r, g)
-        w_sets = {s: _weights(k, r, g) for s, k in sets.items()}
-        w_corr = None if n_corr is None else _weights(n_corr, r, g)
+        w = resample_weights(n, r, g)
+        w_sets = {s: resample_weights(k, r, g) for s, k in sets.items()}
+        w_corr = None if n_corr is None else resample_weights(n_corr, r, g)
         for key, group in groups.items():
             per = [_rows(m, w, w_sets, w_corr, top) for m in group]
             for metric in per[0]:
