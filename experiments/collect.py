@@ -11,7 +11,8 @@ analyze landscape``; copied as ``holdout_diversity.json`` and ``landscape_s<N>.j
 and ``landscape.md`` are rendered from them).
 For the others ``RUNS_ROOT`` holds one run directory per seed (``s0``, ``s1``, ...; for ``sdde`` one per arm inside
 each). Without ``--runs`` only the tables are rebuilt, so the
-tables of a results folder can always be remade from the files it keeps.
+tables of a results folder can always be remade from the files it keeps. ``power`` also writes ``headline.md``
+(experiments/headline_table.py: the tables docs/results.md section 1 and the README quote).
 
 Copied: ``report.json`` / ``report.md``, ``stages.json`` and every stage's ``summary.json`` (as
 ``summary_<stage>.json``); models and figures stay in the run directory. The runs root's path inside the copies is
@@ -31,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling scripts, run from anywhere
 
 import clean_disagreement
+import headline_table
 import landscape_table
 import sdde_vs_de
 import seed_table
@@ -132,6 +134,9 @@ def tables(study: str, out: Path, title: str) -> None:
         raise SystemExit(f"collect: no s<N>/report.json under {out}")
     agg = aggregate(reports, 0.95, AGAINST[study])
     write(agg, out / "gap.md", out / "gap.json", title)
+    if study == "power":  # the compact tables docs/results.md section 1 and the README quote
+        headline = headline_table.render(json.loads((out / "gap.json").read_text()))
+        (out / "headline.md").write_text(f"# {title}\n\n{headline}")
     lines = seed_table.table(reports, ["acc", "cnll"])
     (out / "seeds.md").write_text("\n".join(lines) + "\n")
 

@@ -160,3 +160,33 @@ def test_seed_table_gives_each_student_its_own_column(tmp_path):
     assert "kd's share (acc, cnll)" in lines[0] and "be4's share (acc, cnll)" in lines[0]
     assert lines[2].endswith("| 80% [70%, 90%], 75% [70%, 80%] | 100% [90%, 120%], - |")
     assert lines[3].endswith("| 80% [70%, 90%], 75% [70%, 80%] | - |")  # s1 has no be4: a dash, not a shifted cell
+
+
+def test_headline_table_quotes_the_aggregate(tmp_path, capsys):
+    """experiments/headline_table.py (the README's and docs' headline tables) prints distill aggregate's JSON: the
+    models' mean ± std, every difference against single, self_kd and kd, and the shares, each by hand."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    import headline_table
+
+    accs = [
+        {"single": 0.80, "control:self_kd": 0.83, "teacher": 0.90, "kd": 0.85, "be4": 0.86},
+        {"single": 0.82, "control:self_kd": 0.84, "teacher": 0.90, "kd": 0.88, "be4": 0.87},
+        {"single": 0.81, "control:self_kd": 0.82, "teacher": 0.92, "kd": 0.86, "be4": 0.88},
+    ]
+    runs = [_report(tmp_path, f"s{i}", acc) for i, acc in enumerate(accs)]
+    gap = tmp_path / "gap.json"
+    argv = ["aggregate", *map(str, runs), "--against", "control:self_kd", "--against", "kd", "--json", str(gap)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    text = headline_table.render(json.loads(gap.read_text()))
+    assert "| kd | 0.863 ± 0.015 |" in text and "| control:self_kd | 0.830 ± 0.010 |" in text
+    d = [0.01, -0.01, 0.02]  # be4 - kd per run
+    sd = math.sqrt(sum((x - sum(d) / 3) ** 2 for x in d) / 2)
+    half = T975_DF2 * sd / math.sqrt(3)
+    assert f"| be4 - kd | {sum(d) / 3:+.3f} [{sum(d) / 3 - half:+.3f}, {sum(d) / 3 + half:+.3f}] |" in text
+    assert "| teacher - self_kd | +0.077 [" in text and "| kd - kd" not in text
+    kd_share = (0.05 + 0.06 + 0.05) / (0.10 + 0.08 + 0.11)
+    assert f"| kd | {kd_share:.0%} [" in text
+    assert headline_table.students(json.loads(gap.read_text())) == ["kd", "be4"]
