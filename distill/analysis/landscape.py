@@ -156,9 +156,7 @@ def analyze_landscape(teacher_dir: Path, out: Path, **opts: Any) -> dict[str, An
     }
     sampling = _Sampling(members, f0, traj, ev, o, ref, ref_val, torch.Generator().manual_seed(o["seed"]))
     result["samplers"] = _subspace_samples(sampling, groups, plane_points, result["notes"])
-    result["ensembles"] = {g: grp.metrics(ev.test_y, ev.corr_y, ev.keys) for g, grp in groups.items() if grp.size}
-    result["independent_minus"] = paired_differences(groups, "independent", ev.test_y, o["resamples"], o["seed"], 0.95)
-    plot_ensembles(result["ensembles"], figs)
+    result["ensembles"], result["independent_minus"] = _ensembles(groups, ev, o, figs)
 
     # --- the diversity-accuracy plane -------------------------------------------------------------
     drawn = plot_plane(plane_points, a0, classes, out / "plane.png")
@@ -172,6 +170,15 @@ def analyze_landscape(teacher_dir: Path, out: Path, **opts: Any) -> dict[str, An
     result = to_plain(result)  # plain data: lists, floats, None for NaN
     write_json(out / "landscape.json", result)
     return result
+
+
+def _ensembles(
+    groups: dict[str, EnsembleGroup], ev: Evaluator, o: dict[str, Any], figs: FigureList
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every ensemble's scores (clean and corrupted; plotted), and the independent one minus each other."""
+    ensembles = {g: grp.metrics(ev.test_y, ev.corr_y, ev.keys) for g, grp in groups.items() if grp.size}
+    plot_ensembles(ensembles, figs)
+    return ensembles, paired_differences(groups, "independent", ev.test_y, o["resamples"], o["seed"], 0.95)
 
 
 def _header(
