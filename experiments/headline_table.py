@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from seed_table import share_cell  # the same cell: 'value% [lo%, hi%]', '-' when undefined
+
 METRICS = ("acc", "cnll", "ood_auroc/primary", "corruption_acc/s5")
 HEAD = "| acc | cNLL | OOD AUROC (declared) | acc@s5 (500 drawn) |"
 CONTROLS = ("control:single_long", "control:label_smoothing", "control:self_kd")
@@ -31,13 +33,6 @@ def _diff(cell: dict[str, Any] | None) -> str:
         return "-"
     lo, hi = cell["ci"]
     return f"{cell['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-
-
-def _share(cell: dict[str, Any] | None) -> str:
-    if not cell or cell.get("value") is None:
-        return "-"
-    lo, hi = cell["ci"]
-    return f"{cell['value']:.0%} [{lo:.0%}, {hi:.0%}]"
 
 
 def students(gap: dict[str, Any]) -> list[str]:
@@ -71,7 +66,7 @@ def shares_table(gap: dict[str, Any]) -> list[str]:
     head = " | ".join(f"{m if m == 'acc' else 'cNLL'}, over {short[b]}" for b, m in SHARES)
     lines = [f"| student | {head} |", "|---|" + "---:|" * len(SHARES)]
     for name in students(gap):
-        cells = [_share(gap["shares"].get(b, {}).get(name, {}).get(m)) for b, m in SHARES]
+        cells = [share_cell(gap["shares"].get(b, {}).get(name, {}).get(m)) for b, m in SHARES]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 

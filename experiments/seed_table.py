@@ -22,7 +22,7 @@ def _diff(cell: dict[str, Any] | None) -> str:
     return f"{cell['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
-def _share(cell: dict[str, Any] | None) -> str:
+def share_cell(cell: dict[str, Any] | None) -> str:
     if not cell or cell.get("value") is None:
         return "-"
     lo, hi = cell["ci"]
@@ -48,7 +48,7 @@ def rows(path: Path, metrics: list[str], students: list[str] | None = None) -> l
         cells = [_diff(teacher.get(m)) for m in metrics]
         for student in students if students is not None else list(shares):
             by_metric = shares.get(student)
-            cells.append(", ".join(_share(by_metric.get(m)) for m in metrics) if by_metric else "-")
+            cells.append(", ".join(share_cell(by_metric.get(m)) for m in metrics) if by_metric else "-")
         out.append(f"| {seed} | {base} | " + " | ".join(cells) + " |")
     return out
 

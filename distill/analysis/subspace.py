@@ -25,8 +25,7 @@ from distill.analysis.samplers import (
 from distill.analysis.trajectory import Trajectory, flat_params
 from distill.data.subsets import eval_subset, subset_record
 from distill.metrics import accuracy, nll
-from distill.metrics.classification import EPS
-from distill.report.intervals import percentile, resample_weights
+from distill.report.intervals import per_image_of_probs, percentile, resample_weights
 
 SAMPLERS = ("average", "diagonal", "low_rank", "random", "dropout")
 TRAJECTORY_SAMPLERS = {"average", "diagonal", "low_rank"}  # need recorded weights
@@ -52,20 +51,13 @@ class EnsembleGroup:
         return out
 
 
-def per_image_scores(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``probs (N, K)`` -> ``{acc, nll}``, each ``(N,)`` float64, whose means are :func:`scores`' values."""
-    p = probs.double()
-    p_y = p.gather(1, labels[:, None]).squeeze(1)
-    return {"acc": (p.argmax(1) == labels).double(), "nll": -p_y.clamp_min(EPS).log()}
-
-
 def paired_differences(
     groups: dict[str, EnsembleGroup], ref: str, labels: torch.Tensor, resamples: int, seed: int, confidence: float
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """``ref``'s ensemble minus each other group's on the clean test split: ``{group: {acc | nll: {diff, ci}}}``,
     ``ci`` the percentile interval of a paired bootstrap over the test images (the same resamples for every
     group; :mod:`distill.report.intervals`). Fort et al. report one run; this is what one seed can say."""
-    per = {k: per_image_scores(g.test / g.size, labels) for k, g in groups.items() if g.size}
+    per = {k: per_image_of_probs(g.test / g.size, labels) for k, g in groups.items() if g.size}
     if ref not in per:
         return {}
     w = resample_weights(len(labels), resamples, torch.Generator().manual_seed(seed))  # (R, N)
@@ -74,8 +66,8 @@ def paired_differences(
         if name == ref:
             continue
         out[name] = {}
-        for metric, v in values.items():
-            delta = per[ref][metric] - v  # (N,)
+        for metric in ("acc", "nll"):
+            delta = per[ref][metric] - values[metric]  # (N,)
             out[name][metric] = {
                 "diff": float(delta.mean()),
                 "ci": percentile(w @ delta / len(labels), confidence),

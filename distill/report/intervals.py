@@ -54,14 +54,19 @@ class PerImage:
 def per_image(logits_test: Tensor, y: Tensor, temperature: float) -> dict[str, Tensor]:
     """``{acc, nll, cnll, brier}`` per test image from member logits ``(M, N, K)`` (the report's definitions:
     :mod:`distill.metrics.classification`; cNLL at the validation temperature)."""
-    probs = mean_probs64(logits_test)  # (N, K)
-    p_y = probs.gather(1, y[:, None]).squeeze(1)
     calibrated = temperature_log_probs(log_mean_probs64(logits_test), temperature)  # (N, K) log-probs
+    v = per_image_of_probs(mean_probs64(logits_test), y)
+    return {"acc": v["acc"], "nll": v["nll"], "cnll": -calibrated.gather(1, y[:, None]).squeeze(1), "brier": v["brier"]}
+
+
+def per_image_of_probs(probs: Tensor, y: Tensor) -> dict[str, Tensor]:
+    """``{acc, nll, brier}`` per image from a predictive distribution ``probs (N, K)``: ``(N,)`` float64 each."""
+    probs = probs.double()
+    p_y = probs.gather(1, y[:, None]).squeeze(1)
     onehot = torch.nn.functional.one_hot(y, probs.shape[1]).double()
     return {
         "acc": (probs.argmax(1) == y).double(),
         "nll": -p_y.clamp_min(EPS).log(),
-        "cnll": -calibrated.gather(1, y[:, None]).squeeze(1),
         "brier": ((probs - onehot) ** 2).sum(1),
     }
 
