@@ -33,6 +33,7 @@ from distill.runs import load_run, run_splits
 
 def measure(run_dir: Path, images: int, seed: int, perturbs: list[str], last: bool = False, batch: int = 250) -> dict:
     run = load_run(run_dir)
+    chosen = json.loads((run_dir / "model.json").read_text())["epoch"]  # 1-based; = the last under validate_last
     if last:  # the last epoch's weights: the model's entries of the resume state, "model." stripped
         state, meta = load_tensors(run_dir / "state.safetensors")
         run.model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
@@ -60,7 +61,7 @@ def measure(run_dir: Path, images: int, seed: int, perturbs: list[str], last: bo
     n = len(x)
     return {
         "run": str(run_dir),
-        "weights": f"last epoch ({int(meta['epoch']) + 1})" if last else "selected on validation",
+        "weights": f"last epoch ({int(meta['epoch']) + 1})" if last else f"selected on validation (epoch {chosen})",
         "members": int(per_member_acc.numel()),
         "train_images": len(x_all),
         "member_train_acc": [round(float(a), 4) for a in per_member_acc],

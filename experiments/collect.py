@@ -128,15 +128,16 @@ def tables(study: str, out: Path, title: str) -> None:
         text, data = sdde_vs_de.render(sdde_vs_de.collect(out, sdde_vs_de.ARMS), sdde_vs_de.ARMS)
         (out / "gap.md").write_text(f"# {title}\n\n{text}")
         sdde_vs_de.write_json(out / "gap.json", data)
+        (out / "headline.md").write_text(f"# {title}\n\n{sdde_vs_de.headline(data)}")
         return
     reports = sorted(out.glob("s[0-9]*/report.json"), key=lambda p: _num(p.parent))
     if not reports:
         raise SystemExit(f"collect: no s<N>/report.json under {out}")
     agg = aggregate(reports, 0.95, AGAINST[study])
     write(agg, out / "gap.md", out / "gap.json", title)
-    if study == "power":  # the compact tables docs/results.md section 1 and the README quote
-        headline = headline_table.render(json.loads((out / "gap.json").read_text()))
-        (out / "headline.md").write_text(f"# {title}\n\n{headline}")
+    # the compact tables docs/results.md and the READMEs quote
+    headline = headline_table.render(json.loads((out / "gap.json").read_text()), study)
+    (out / "headline.md").write_text(f"# {title}\n\n{headline}")
     lines = seed_table.table(reports, ["acc", "cnll"])
     (out / "seeds.md").write_text("\n".join(lines) + "\n")
 

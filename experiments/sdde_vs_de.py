@@ -35,7 +35,7 @@ ARMS = ["de", "sdde_eval", "sdde_train", "de_shared", "sdde_shared"]
 # each comparison: (arm, its twin); the shared-batch pair is compared within itself
 PAIRS = [("sdde_eval", "de"), ("sdde_train", "de"), ("sdde_eval", "sdde_train"), ("sdde_shared", "de_shared")]
 SCORES = ("msp", "neg_mi")
-TOP = ("acc", "nll", "cnll", "ece")
+TOP = ("acc", "nll", "cnll", "ece", "cece")
 # Dereka et al. 2023, CIFAR-10, ResNet-18, 5 seeds, AUROC in %: (DE, SDDE) near and far OOD
 PAPER = {"near": (91.07, 92.06), "far": (93.55, 94.60)}
 
@@ -152,6 +152,58 @@ def render(seeds: dict, arms: list[str], pairs: list[tuple[str, str]] = PAIRS) -
                 vals = [f"{r[a][m]:.4f}" if m in r[a] else "-" for m in metrics]
                 per_seed.append(f"| {s} | {a} | " + " | ".join(vals) + " |")
     return "\n".join(lines + per_seed) + "\n", {"seeds": seeds, "versus": comp, "paper": PAPER}
+
+
+# the compact tables docs/results.md section 3 and the README quote: (key, heading, in points)
+HEADLINE = (
+    ("acc", "acc", False),
+    ("cnll", "cNLL", False),
+    ("cece", "cECE", False),
+    ("cam_similarity", "CAM cosine", False),
+    ("disagreement", "disagreement", False),
+)
+OOD_HEADLINE = (("ood/heldout/{}/auroc", "near AUROC"), ("ood/heldout/{}/fpr95", "near FPR95"))
+OOD_HEADLINE += (("far/{}/auroc", "far AUROC"), ("far/{}/fpr95", "far FPR95"))
+
+
+def _compact(cols: list[tuple[str, str, bool]], seeds: dict, arms: list[str], comp: dict) -> list[str]:
+    """One table: each arm's mean ± std, then each pair's paired difference [95% t] and its MDE80 row."""
+    lines = ["| | " + " | ".join(h for _, h, _ in cols) + " |", "|---|" + "---:|" * len(cols)]
+    for a in arms:
+        cells = []
+        for key, _, pts in cols:
+            sp = spread([r[a].get(key) for r in seeds.values() if a in r])
+            k, d = (100, 1) if pts else (1, 3)
+            cells.append("-" if sp.mean is None else f"{k * sp.mean:.{d}f} ± {k * (sp.std or 0):.{d}f}")
+        lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    for pair, by_metric in comp.items():
+        diff, power = [], []
+        for key, _, pts in cols:
+            c, (k, d) = by_metric.get(key), ((100, 2) if pts else (1, 3))
+            if c is None or c["ci"] is None:
+                diff.append("-")
+                power.append("-")
+                continue
+            lo, hi = c["ci"]
+            diff.append(f"{k * c['mean']:+.{d}f} [{k * lo:+.{d}f}, {k * hi:+.{d}f}]")
+            power.append("-" if c["mde80"] is None else f"{k * c['mde80']:.{d}f}")
+        lines += [f"| {pair} | " + " | ".join(diff) + " |", "| MDE80 | " + " | ".join(power) + " |"]
+    return lines
+
+
+def headline(data: dict, arms: list[str] = ARMS) -> str:
+    """The teacher metrics, then the OOD metrics by each declared score: mean ± std per arm, and every pair's paired
+    difference [95% t-interval over seeds] with MDE80, the smallest difference the seeds detect 80% of the time."""
+    seeds, comp = data["seeds"], data["versus"]
+    arms = [a for a in arms if any(a in r for r in seeds.values())]
+    n = len(seeds)
+    lines = [f"Mean ± std over {n} seeds; each pair: paired mean [95% t-interval over the {n} seeds], MDE80.", ""]
+    lines += _compact(list(HEADLINE), seeds, arms, comp)
+    for score in SCORES:
+        cols = [(k.format(score), h, True) for k, h in OOD_HEADLINE]
+        lines += ["", f"OOD by {score}, in points (near: the held-out classes; far: the mean over the far sets):", ""]
+        lines += _compact(cols, seeds, arms, comp)
+    return "\n".join(lines) + "\n"
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -190,3 +190,65 @@ def test_headline_table_quotes_the_aggregate(tmp_path, capsys):
     kd_share = (0.05 + 0.06 + 0.05) / (0.10 + 0.08 + 0.11)
     assert f"| kd | {kd_share:.0%} [" in text
     assert headline_table.students(json.loads(gap.read_text())) == ["kd", "be4"]
+
+
+def test_headline_table_nam_layout_differences_against_be4_kd(tmp_path, capsys):
+    """The nam study's layout: NLL among the columns and the shares, differences against be4_kd (not self_kd or kd,
+    which that study has not), each difference by hand."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    import headline_table
+
+    accs = [
+        {"single": 0.50, "teacher": 0.54, "be4_kd": 0.52, "be4_ods": 0.53},
+        {"single": 0.49, "teacher": 0.53, "be4_kd": 0.52, "be4_ods": 0.51},
+        {"single": 0.50, "teacher": 0.55, "be4_kd": 0.51, "be4_ods": 0.52},
+    ]
+    runs = [_report(tmp_path, f"s{i}", acc) for i, acc in enumerate(accs)]
+    gap = tmp_path / "gap.json"
+    assert main(["aggregate", *map(str, runs), "--against", "be4_kd", "--json", str(gap)]) == 0
+    capsys.readouterr()
+    text = headline_table.render(json.loads(gap.read_text()), "nam")
+    assert "| model | acc | NLL | cNLL | OOD AUROC (declared) |" in text
+    assert "| student | acc, over single | NLL, over single | cNLL, over single |" in text
+    d = [0.01, -0.01, 0.01]  # be4_ods - be4_kd per run
+    sd = math.sqrt(sum((x - sum(d) / 3) ** 2 for x in d) / 2)
+    half = T975_DF2 * sd / math.sqrt(3)
+    mean = sum(d) / 3
+    assert f"| be4_ods - be4_kd | {mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}] |" in text
+    assert "self_kd" not in text and "| be4_kd - be4_kd" not in text
+
+
+def test_sdde_headline_by_hand():
+    """experiments/sdde_vs_de.headline (docs/results.md section 3 quotes it): each arm's mean ± std, each pair's paired
+    difference [95% t] and MDE80, OOD in points, one OOD table per declared score."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    import sdde_vs_de
+
+    def arm(acc: float, auroc: float) -> dict[str, float]:
+        ood = {f"ood/heldout/{s}/{k}": auroc for s in ("msp", "neg_mi") for k in ("auroc", "fpr95")}
+        far = {f"far/{s}/{k}": auroc for s in ("msp", "neg_mi") for k in ("auroc", "fpr95")}
+        return {"acc": acc, "cnll": 1 - acc, **ood, **far}
+
+    seeds = {
+        "s0": {"de": arm(0.70, 0.60), "sdde_eval": arm(0.71, 0.62)},
+        "s1": {"de": arm(0.72, 0.61), "sdde_eval": arm(0.71, 0.61)},
+        "s2": {"de": arm(0.71, 0.62), "sdde_eval": arm(0.73, 0.65)},
+    }
+    _, data = sdde_vs_de.render(seeds, ["de", "sdde_eval"])
+    text = sdde_vs_de.headline(data)
+    assert "| de | 0.710 ± 0.010 | 0.290 ± 0.010 | - | - | - |" in text  # no cECE / CAM / disagreement: dashes
+    d = [0.01, -0.01, 0.02]
+    mean, sd = sum(d) / 3, math.sqrt(sum((x - sum(d) / 3) ** 2 for x in d) / 2)
+    half = T975_DF2 * sd / math.sqrt(3)
+    assert f"| sdde_eval - de | {mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}] |" in text
+    t80 = 1.0606601717798212  # Student t, 80% quantile, 2 degrees of freedom
+    assert f"| MDE80 | {(T975_DF2 + t80) * sd / math.sqrt(3):.3f} |" in text
+    assert "OOD by msp" in text and "OOD by neg_mi" in text
+    assert "| de | 61.0 ± 1.0 | 61.0 ± 1.0 | 61.0 ± 1.0 | 61.0 ± 1.0 |" in text  # points, one decimal
+    d_pts = [2.0, 0.0, 3.0]
+    m = sum(d_pts) / 3
+    assert f"| sdde_eval - de | {m:+.2f} [" in text

@@ -274,4 +274,6 @@ def test_sdde_vs_de_script_trains_each_arm_against_one_single_network(tmp_path):
     subprocess.run(cmd, cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, check=True, capture_output=True)
     gap = (res / "gap.md").read_text()
     assert "## sdde_eval - de" in gap and "## sdde_train - de" in gap and "## sdde_eval - sdde_train" in gap
+    headline = (res / "headline.md").read_text()  # the compact tables docs/results.md quotes
+    assert "| sdde_eval - de |" in headline and "OOD by neg_mi" in headline and "| cece |" in gap
     assert (res / "s0" / "sdde_eval" / "report.json").is_file() and str(tmp_path) not in gap
