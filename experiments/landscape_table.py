@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from distill.report.aggregate import paired
+
 
 def _mean(rows: list[dict], key: str) -> float:
     v = [r[key] for r in rows if r.get(key) is not None]
@@ -80,8 +82,49 @@ def difference_table(data: dict) -> list[str]:
     return lines
 
 
+def _over_seeds(values: list[float]) -> str:
+    p = paired(values, 0.95)
+    if p.mean is None:
+        return "-"
+    return f"{p.mean:+.3f}" + ("" if p.ci is None else f" [{p.ci[0]:+.3f}, {p.ci[1]:+.3f}]")
+
+
+def seeds_table(datas: list[dict], names: list[str]) -> list[str]:
+    """Across retrainings (one landscape per seed): each point group's limit position per seed, and the independent
+    ensemble minus each other ensemble per seed with the mean [95% t-interval over seeds]. Seeds, not test images,
+    are the unit here: this is what survives retraining."""
+    if len(datas) < 2:
+        return []
+    groups = list(dict.fromkeys(g for d in datas for g, rows in d["plane"]["points"].items() if rows))
+    head = " | ".join(names)
+    lines = [f"Over the {len(datas)} seeds, limit position (0 lower curve, 1 upper):", ""]
+    lines += [f"| points | {head} | mean ± std |", "|---|" + "---:|" * (len(datas) + 1)]
+    for g in groups:
+        pos = [_mean(d["plane"]["points"].get(g) or [], "position") for d in datas]
+        ok = [v for v in pos if np.isfinite(v)]
+        spread = f"{np.mean(ok):.2f} ± {np.std(ok, ddof=1):.2f}" if len(ok) > 1 else "-"
+        lines.append(f"| {g} | " + " | ".join(_f(v, 2) for v in pos) + f" | {spread} |")
+    others = list(dict.fromkeys(n for d in datas for n in d.get("independent_minus") or {}))
+    if others:
+        lines += ["", "Independent ensemble minus each other ensemble, clean test split: per seed, then the mean [95%"]
+        lines += [
+            "t-interval over seeds]:",
+            "",
+            f"| minus | acc per seed ({', '.join(names)}) | acc over seeds | NLL over seeds |",
+        ]
+        lines += ["|---|" + "---:|" * 3]
+        for n in others:
+            cells = [(d.get("independent_minus") or {}).get(n) for d in datas]
+            acc = [c["acc"]["diff"] for c in cells if c]
+            nll = [c["nll"]["diff"] for c in cells if c]
+            per_seed = ", ".join("-" if c is None else f"{c['acc']['diff']:+.3f}" for c in cells)
+            lines.append(f"| {n} | {per_seed} | {_over_seeds(acc)} | {_over_seeds(nll)} |")
+    return lines
+
+
 def render(paths: list[Path]) -> str:
     out = ["# Function space: independent members against subspace samples (Fort et al. 2019)", ""]
+    datas = [json.loads(p.read_text()) for p in paths]
     for p in paths:
         data = json.loads(p.read_text())
         out += [f"## {p.name} ({data['teacher']})", ""]
@@ -90,6 +133,8 @@ def render(paths: list[Path]) -> str:
         out += [*plane_table(data), "", *ensemble_table(data), ""]
         diffs = difference_table(data)
         out += [*diffs, ""] if diffs else []
+    across = seeds_table(datas, [p.stem.removeprefix("landscape_") for p in paths])
+    out += ["## Across seeds", "", *across, ""] if across else []
     return "\n".join(out)
 
 

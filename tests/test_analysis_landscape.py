@@ -391,3 +391,23 @@ def test_cosine_matrix_spread_and_disagreement_matrix():
     probs = torch.nn.functional.one_hot(torch.tensor([[0, 1, 2, 3], [0, 1, 2, 0], [3, 3, 3, 3]]), 4).float()
     d = disagreement_matrix(probs)
     assert d[0, 1].item() == 0.25 and d[0, 2].item() == 0.75 and d[1, 2].item() == 1.0 and d[2, 2].item() == 0
+
+
+def test_landscape_seeds_table_by_hand():
+    """experiments/landscape_table.seeds_table: seeds, not test images, as the unit; each group's limit position per
+    seed and the independent-minus differences' mean [95% t over seeds]; nothing with one seed."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    import landscape_table
+
+    def seed(pos: float, diff: float) -> dict:
+        points = {"independent": [{"position": pos}, {"position": pos + 0.02}], "random": [], "diagonal": [{}]}
+        minus = {"random": {"acc": {"diff": diff, "ci": None}, "nll": {"diff": -diff, "ci": None}}}
+        return {"plane": {"points": points}, "independent_minus": minus}
+
+    datas = [seed(0.50, 0.04), seed(0.54, 0.05), seed(0.58, 0.03)]
+    lines = landscape_table.seeds_table(datas, ["s0", "s1", "s2"])
+    assert "| independent | 0.51 | 0.55 | 0.59 | 0.55 ± 0.04 |" in lines
+    assert "| diagonal | - | - | - | - |" in lines  # no position recorded: a dash, no spread
+    half = 4.302652729911275 * 0.01 / math.sqrt(3)  # t(97.5%, 2 df) * sd / sqrt(n)
+    assert f"| random | +0.040, +0.050, +0.030 | +0.040 [{0.04 - half:+.3f}, {0.04 + half:+.3f}] |" in "\n".join(lines)
+    assert landscape_table.seeds_table(datas[:1], ["s0"]) == []
