@@ -13,35 +13,40 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# (generated file, the docs section that quotes it, the text its quoted part starts after: None = the title line)
+# (generated file, the file that quotes it, its section ("" = the whole file), the text the quoted part starts after)
+DOCS = "docs/results.md"
 QUOTED = [
-    ("results/cifar10_cpu_power/headline.md", "## 1. ", None),
-    ("results/cifar10_cpu_nam/headline.md", "## 2. ", None),
-    ("results/cifar10_cpu_sdde_holdout/headline.md", "## 3. ", None),
-    ("results/cifar10_cpu_analyses/landscape.md", "## 4. ", "## Across seeds"),
+    ("results/cifar10_cpu_power/headline.md", DOCS, "## 1. ", None),
+    ("results/cifar10_cpu_nam/headline.md", DOCS, "## 2. ", None),
+    ("results/cifar10_cpu_sdde_holdout/headline.md", DOCS, "## 3. ", None),
+    ("results/cifar10_cpu_analyses/landscape.md", DOCS, "## 4. ", "## Across seeds"),
+    ("results/cifar10_cpu_nam/headline.md", "results/cifar10_cpu_nam/README.md", "", None),
+    ("results/cifar10_cpu_sdde_holdout/headline.md", "results/cifar10_cpu_sdde_holdout/README.md", "", None),
 ]
 
 
-def _section(docs: str, head: str) -> str:
-    start = docs.index("\n" + head)
-    end = docs.find("\n## ", start + 1)
-    return docs[start : end if end > 0 else None]
+def _section(text: str, head: str) -> str:
+    if not head:
+        return text
+    start = text.index("\n" + head)
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end > 0 else None]
 
 
 def _table_rows(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("|")]
 
 
-@pytest.mark.parametrize(("generated", "head", "after"), QUOTED, ids=[q[1].strip("# .") for q in QUOTED])
-def test_docs_quote_the_generated_tables(generated: str, head: str, after: str | None):
+@pytest.mark.parametrize(("generated", "quoting", "head", "after"), QUOTED, ids=[f"{q[1]}{q[2]}" for q in QUOTED])
+def test_docs_quote_the_generated_tables(generated: str, quoting: str, head: str, after: str | None):
     text = (ROOT / generated).read_text()
     if after is not None:
         text = text[text.index(after) :]
     rows = _table_rows(text)
     assert rows, f"{generated}: no table"
-    section = _section((ROOT / "docs/results.md").read_text(), head)
+    section = _section((ROOT / quoting).read_text(), head)
     missing = [r for r in rows if r not in section.splitlines()]
-    assert not missing, f"docs/results.md {head.strip()} does not quote {generated}: first missing row {missing[0]}"
+    assert not missing, f"{quoting} {head.strip()} does not quote {generated}: first missing row {missing[0]}"
 
 
 @pytest.mark.parametrize("study", ["power", "nam", "sdde", "analyses"])
