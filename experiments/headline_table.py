@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scipy import stats
 from seed_table import share_cell  # the same cell: 'value% [lo%, hi%]', '-' when undefined
 
 
@@ -91,6 +92,29 @@ def differences_table(gap: dict[str, Any], layout: Layout) -> list[str]:
     return lines
 
 
+def mde80(cell: dict[str, Any] | None) -> float | None:
+    """The smallest paired difference the runs detect 80% of the time (two-sided, at the interval's 95%), from the
+    t-interval's half-width h = t_{.975, n-1} sd / sqrt(n): MDE80 = (t_{.975, n-1} + t_{.8, n-1}) sd / sqrt(n)."""
+    if not cell or cell.get("ci") is None or cell.get("n", 0) < 2:
+        return None
+    df = cell["n"] - 1
+    t975, t80 = stats.t.ppf(0.975, df), stats.t.ppf(0.8, df)
+    half = (cell["ci"][1] - cell["ci"][0]) / 2
+    return half * (t975 + t80) / t975
+
+
+def power_table(gap: dict[str, Any], layout: Layout) -> list[str]:
+    """MDE80 of every student against the last base (kd, or be4_kd): what a 'tie' there rules out."""
+    base, short = layout.bases[-1]
+    versus = gap["versus"].get(base, {})
+    lines = _head("student", layout)
+    for name in students(gap):
+        if name != base and name in versus:
+            cells = [mde80(versus[name].get(m)) for m, _ in layout.metrics]
+            lines.append(f"| {name} - {short} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in cells) + " |")
+    return lines
+
+
 def shares_table(gap: dict[str, Any], layout: Layout) -> list[str]:
     short = dict(layout.bases)
     head = " | ".join(f"{SHORT[m]}, over {short[b]}" for b, m in layout.shares)
@@ -117,6 +141,11 @@ def render(gap: dict[str, Any], study: str = "power") -> str:
             "Share of the teacher's mean gain kept [Fieller 95%]:",
             "",
             *shares_table(gap, layout),
+            "",
+            f"MDE80, the smallest difference the {runs} runs detect 80% of the time (two-sided, 95%; from the observed",
+            "spread of the paired differences, so itself an estimate): what a tie in the differences above rules out.",
+            "",
+            *power_table(gap, layout),
             "",
         ]
     )

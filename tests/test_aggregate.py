@@ -186,6 +186,8 @@ def test_headline_table_quotes_the_aggregate(tmp_path, capsys):
     sd = math.sqrt(sum((x - sum(d) / 3) ** 2 for x in d) / 2)
     half = T975_DF2 * sd / math.sqrt(3)
     assert f"| be4 - kd | {sum(d) / 3:+.3f} [{sum(d) / 3 - half:+.3f}, {sum(d) / 3 + half:+.3f}] |" in text
+    mde = (T975_DF2 + 1.0606601717798212) * sd / math.sqrt(3)  # + t(80%, 2 df): the MDE80 table's first cell
+    assert f"| be4 - kd | {mde:.3f} |" in text
     assert "| teacher - self_kd | +0.077 [" in text and "| kd - kd" not in text
     kd_share = (0.05 + 0.06 + 0.05) / (0.10 + 0.08 + 0.11)
     assert f"| kd | {kd_share:.0%} [" in text
