@@ -11,8 +11,9 @@ analyze landscape``; copied as ``holdout_diversity.json`` and ``landscape_s<N>.j
 and ``landscape.md`` are rendered from them).
 For the others ``RUNS_ROOT`` holds one run directory per seed (``s0``, ``s1``, ...; for ``sdde`` one per arm inside
 each). Without ``--runs`` only the tables are rebuilt, so the
-tables of a results folder can always be remade from the files it keeps. ``power`` also writes ``headline.md``
-(experiments/headline_table.py: the tables docs/results.md section 1 and the README quote).
+tables of a results folder can always be remade from the files it keeps. ``power``, ``nam`` and ``sdde`` also
+write ``headline.md``, the compact tables docs/results.md and the READMEs quote (experiments/headline_table.py;
+``sdde_vs_de.headline`` for sdde).
 
 Copied: ``report.json`` / ``report.md``, ``stages.json`` and every stage's ``summary.json`` (as
 ``summary_<stage>.json``); models and figures stay in the run directory. The runs root's path inside the copies is

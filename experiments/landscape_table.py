@@ -84,9 +84,7 @@ def difference_table(data: dict) -> list[str]:
 
 def _over_seeds(values: list[float]) -> str:
     p = paired(values, 0.95)
-    if p.mean is None:
-        return "-"
-    return f"{p.mean:+.3f}" + ("" if p.ci is None else f" [{p.ci[0]:+.3f}, {p.ci[1]:+.3f}]")
+    return "-" if p.mean is None else _diff({"diff": p.mean, "ci": p.ci})
 
 
 def seeds_table(datas: list[dict], names: list[str]) -> list[str]:
